@@ -1,0 +1,12 @@
+//! Calls: their events and records, the rules that keep records right, the durable store and
+//! the bus that announces changes. Nothing here knows HTTP.
+
+pub mod bus;
+pub mod event;
+pub mod record;
+pub mod store;
+
+pub use bus::{Bus, BusMessage};
+pub use event::{CallEvent, CallStatus, EventSource};
+pub use record::{Applied, CallRecord};
+pub use store::{Recorded, Store, StoreError};

@@ -1,0 +1,141 @@
+//! `callbox calls`: the recent call log, from the running service's admin API, or straight
+//! from the store when the service is stopped (sled allows one process at a time).
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+
+use super::ConfigSource;
+use crate::calls::{CallRecord, Store, StoreError};
+use crate::config::Config;
+
+/// How long to wait for the local service before reading the store directly.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, clap::Args)]
+pub(super) struct CallsArgs {
+    #[command(flatten)]
+    source: ConfigSource,
+    /// How many calls, newest first.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// The running service's admin API (default: from `admin.listen`).
+    #[arg(long)]
+    admin_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Page {
+    calls: Vec<CallRecord>,
+}
+
+pub(super) fn run(args: CallsArgs) -> anyhow::Result<()> {
+    if !(1..=crate::server::admin::MAX_PAGE).contains(&args.limit) {
+        bail!("--limit must be from 1 to {}", crate::server::admin::MAX_PAGE);
+    }
+    let config = args.source.load()?;
+    let admin_url = args.admin_url.clone().unwrap_or_else(|| default_admin_url(&config));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let calls = match runtime.block_on(fetch(&admin_url, config.admin.token.expose(), args.limit)) {
+        Ok(calls) => calls,
+        Err(FetchError::Unreachable(why)) => match Store::open(&config.storage.dir) {
+            Ok(store) => {
+                let calls = store.list(args.limit, None)?;
+                store.close()?;
+                calls
+            }
+            Err(StoreError::Locked(path)) => {
+                bail!("the service holds {} but its admin API at {admin_url} did not answer ({why})", path.display())
+            }
+            Err(e) => return Err(e.into()),
+        },
+        Err(FetchError::Refused(why)) => bail!("the admin API at {admin_url} refused the request: {why}"),
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &calls)?;
+        use std::io::Write as _;
+        writeln!(out)?;
+    } else {
+        print_table(&mut out, &calls)?;
+    }
+    Ok(())
+}
+
+fn default_admin_url(config: &Config) -> String {
+    let mut addr = config.admin.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{addr}")
+}
+
+enum FetchError {
+    /// Nothing answered: the service is not running.
+    Unreachable(String),
+    /// Something answered, but not with calls.
+    Refused(String),
+}
+
+async fn fetch(admin_url: &str, token: &str, limit: usize) -> Result<Vec<CallRecord>, FetchError> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let uri: http::Uri = format!("{}/api/v1/calls?limit={limit}", admin_url.trim_end_matches('/'))
+        .parse()
+        .map_err(|e| FetchError::Refused(format!("bad admin URL: {e}")))?;
+    let req = http::Request::get(uri)
+        .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Empty::new())
+        .map_err(|e| FetchError::Refused(e.to_string()))?;
+    let resp = match tokio::time::timeout(ADMIN_TIMEOUT, client.request(req)).await {
+        Err(_) => return Err(FetchError::Unreachable("timed out".into())),
+        Ok(Err(e)) if e.is_connect() => return Err(FetchError::Unreachable(format!("{e}"))),
+        Ok(Err(e)) => return Err(FetchError::Refused(e.to_string())),
+        Ok(Ok(resp)) => resp,
+    };
+    let status = resp.status();
+    let body = resp.into_body().collect().await.map_err(|e| FetchError::Refused(e.to_string()))?.to_bytes();
+    if !status.is_success() {
+        let hint =
+            if status == http::StatusCode::UNAUTHORIZED { " (check admin.token / CALLBOX_ADMIN_TOKEN)" } else { "" };
+        return Err(FetchError::Refused(format!("HTTP {status}{hint}")));
+    }
+    serde_json::from_slice::<Page>(&body)
+        .map(|p| p.calls)
+        .map_err(|e| FetchError::Refused(format!("unexpected answer: {e}")))
+}
+
+fn print_table(out: &mut impl std::io::Write, calls: &[CallRecord]) -> anyhow::Result<()> {
+    if calls.is_empty() {
+        writeln!(out, "no calls yet")?;
+        return Ok(());
+    }
+    let tz = jiff::tz::TimeZone::system();
+    writeln!(out, "{:<19}  {:<16}  {:<16}  {:<11}  {:>6}  CALL SID", "WHEN", "FROM", "TO", "STATUS", "SECS")?;
+    for c in calls {
+        let when = c.first_seen.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M:%S").to_string();
+        let secs = c.duration_secs.map(|d| d.to_string()).unwrap_or_else(|| "-".into());
+        writeln!(
+            out,
+            "{when:<19}  {:<16}  {:<16}  {:<11}  {secs:>6}  {}",
+            printable(c.from.as_deref()),
+            printable(c.to.as_deref()),
+            c.status.as_str(),
+            c.call_sid
+        )
+        .context("writing the table")?;
+    }
+    Ok(())
+}
+
+/// Caller IDs come from the network: keep terminal control characters out of the table.
+fn printable(s: Option<&str>) -> String {
+    s.unwrap_or("-").chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+}

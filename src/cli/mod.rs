@@ -1,0 +1,87 @@
+//! The command line: `serve`, `check`, `calls`.
+
+mod calls;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config, EnvSecrets};
+
+/// callbox: answers the shop's Twilio calls, keeps the call log, lights the bay.
+#[derive(Debug, Parser)]
+#[command(name = "callbox", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the box: webhooks for Twilio, admin API for the LAN.
+    Serve(serve::ServeArgs),
+    /// Validate a config file and print the effective configuration (secrets redacted).
+    Check {
+        /// Config file.
+        #[arg(long, short, default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Print the recent call log (through the running service, or from the store when it is stopped).
+    Calls(calls::CallsArgs),
+}
+
+/// Where to find the configuration: a file, or dev mode.
+#[derive(Debug, Clone, clap::Args)]
+struct ConfigSource {
+    /// Config file.
+    #[arg(long, short, default_value = config::DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Dev mode: no config file, plain HTTP on loopback, data in --data-dir.
+    #[arg(long)]
+    dev: bool,
+    /// Data directory in dev mode.
+    #[arg(long, default_value = "./callbox-data", requires = "dev")]
+    data_dir: PathBuf,
+}
+
+impl ConfigSource {
+    fn load(&self) -> anyhow::Result<Config> {
+        let env = EnvSecrets::from_process();
+        if self.dev { serve::dev_config(&self.data_dir, &env) } else { Ok(Config::load(&self.config, &env)?) }
+    }
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Serve(args) => report(serve::run(args)),
+        Command::Calls(args) => report(calls::run(args)),
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match Config::load(path, &EnvSecrets::from_process()) {
+        Ok(config) => {
+            println!("# {}: OK\n{}", path.display(), config.to_redacted_toml());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! `callbox serve`.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::ConfigSource;
+use crate::calls::Store;
+use crate::config::{Config, EnvSecrets, PublicUrl, Secret};
+use crate::server::{App, Server};
+
+/// File in the dev data dir that keeps the generated dev secrets across restarts.
+const DEV_SECRETS_FILE: &str = "dev-secrets.toml";
+
+#[derive(Debug, clap::Args)]
+pub(super) struct ServeArgs {
+    #[command(flatten)]
+    source: ConfigSource,
+    /// Bind the public listener here instead of `server.listen` (e.g. 127.0.0.1:0 in tests).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Bind the admin listener here instead of `admin.listen`.
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DevSecrets {
+    twilio_auth_token: String,
+    admin_token: String,
+}
+
+/// The dev-mode configuration, with secrets generated once and kept in `data_dir`.
+pub(super) fn dev_config(data_dir: &Path, env: &EnvSecrets) -> anyhow::Result<Config> {
+    let data_dir = std::path::absolute(data_dir).with_context(|| format!("resolving {}", data_dir.display()))?;
+    create_private_dir(&data_dir)?;
+    let path = data_dir.join(DEV_SECRETS_FILE);
+    let secrets = match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str::<DevSecrets>(&text)
+            .with_context(|| format!("{} is damaged; delete it to generate new dev secrets", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let fresh = DevSecrets { twilio_auth_token: random_token(), admin_token: random_token() };
+            write_private(&path, toml::to_string(&fresh)?.as_bytes())?;
+            fresh
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let twilio = env.twilio_auth_token.clone().unwrap_or(secrets.twilio_auth_token);
+    let admin = env.admin_token.clone().unwrap_or(secrets.admin_token);
+    Ok(Config::dev(data_dir, Secret::new(twilio), Secret::new(admin)))
+}
+
+pub(super) fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.source.load()?;
+    crate::logging::init(&config.log.level);
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(serve(config, args.listen, args.admin_listen))
+}
+
+async fn serve(mut config: Config, listen: Option<SocketAddr>, admin_listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    create_private_dir(&config.storage.dir)?;
+    let store = Store::open(&config.storage.dir)?;
+
+    let public_addr = listen.unwrap_or(config.server.listen);
+    let admin_addr = admin_listen.unwrap_or(config.admin.listen);
+    let public = bind(public_addr, "server.listen").await?;
+    let admin = bind(admin_addr, "admin.listen").await?;
+    let public_addr = public.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    if config.dev {
+        // Twilio (or `simulate-call`) signs the URL it calls: the port actually bound.
+        config = config.with_public_url(PublicUrl::parse(&format!("http://127.0.0.1:{}", public_addr.port()))?);
+    }
+
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "callbox {} serving", env!("CARGO_PKG_VERSION"))?;
+    writeln!(out, "  public listener (Twilio): http://{public_addr}")?;
+    writeln!(out, "  admin listener (LAN):     http://{admin_addr}")?;
+    writeln!(out, "  public_url:               {}", config.public_url)?;
+    writeln!(out, "  call log:                 {}", config.storage.dir.display())?;
+    if config.dev {
+        writeln!(out, "  dev Twilio auth token:    {}", config.twilio.auth_token.expose())?;
+        writeln!(out, "  dev admin token:          {}", config.admin.token.expose())?;
+    }
+    out.flush()?;
+    drop(out);
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    log::info!("serving Twilio on {public_addr}, admin on {admin_addr}");
+    Server::new(App::new(config, store), public, admin).run(shutdown).await;
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied && addr.port() < 1024 {
+            " (ports below 1024 need the systemd socket unit or CAP_NET_BIND_SERVICE)"
+        } else if e.kind() == std::io::ErrorKind::AddrInUse {
+            " (another program, or another callbox, is using it)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("cannot listen on {addr} ({key}): {e}{hint}")
+    })
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        log::error!("cannot install signal handlers; stop the box with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => log::info!("SIGTERM received"),
+        _ = int.recv() => log::info!("SIGINT received"),
+    }
+    shutdown.cancel();
+}
+
+fn random_token() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}

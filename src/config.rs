@@ -1,0 +1,609 @@
+//! The box's configuration: one TOML file plus secrets from the environment.
+//!
+//! Everything an installer can get wrong is checked here, at start-up, with a message that
+//! names the key and says how to fix it. The rest of the program only ever sees a validated
+//! [`Config`].
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Where `callbox` looks for its configuration when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/callbox/callbox.toml";
+/// Environment variable that overrides `twilio.auth_token`.
+pub const ENV_TWILIO_AUTH_TOKEN: &str = "CALLBOX_TWILIO_AUTH_TOKEN";
+/// Environment variable that overrides `admin.token`.
+pub const ENV_ADMIN_TOKEN: &str = "CALLBOX_ADMIN_TOKEN";
+
+/// Host names that only ever appear in examples; a box configured with one of them would
+/// hand Twilio a stream URL nobody can reach.
+const PLACEHOLDER_HOSTS: &[&str] = &["your-domain", "example.invalid", "changeme", "localhost.localdomain"];
+
+/// A configuration problem, phrased for the installer who has to fix it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has keys of the wrong type.
+    #[error("config file {path} is not valid: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML parser's message (it names the line and key).
+        message: String,
+    },
+    /// A key has a value the box cannot use.
+    #[error("config key `{key}`: {problem}")]
+    Invalid {
+        /// The dotted key, e.g. `public_url`.
+        key: &'static str,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: &'static str, problem: impl Into<String>) -> Self {
+        Self::Invalid { key, problem: problem.into() }
+    }
+}
+
+/// A secret string that never shows up in `Debug` output or logs.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself; call only where it is used (HMAC key, token compare).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// True when no secret was configured.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"<redacted>\"" })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "<redacted>" })
+    }
+}
+
+/// The file as written by the installer; every section is optional and has defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    public_url: Option<String>,
+    #[serde(default)]
+    server: ServerConfig,
+    #[serde(default)]
+    admin: AdminConfig,
+    #[serde(default)]
+    twilio: TwilioConfig,
+    #[serde(default)]
+    storage: StorageConfig,
+    #[serde(default)]
+    tls: TlsConfig,
+    #[serde(default)]
+    log: LogConfig,
+}
+
+/// The validated configuration the box runs with.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Config {
+    /// What Twilio calls, normalised to `scheme://host[:port]` with no trailing slash.
+    pub public_url: PublicUrl,
+    /// The public listener (Twilio).
+    pub server: ServerConfig,
+    /// The LAN listener (owner).
+    pub admin: AdminConfig,
+    /// Twilio account and call-handling settings.
+    pub twilio: TwilioConfig,
+    /// Where the call log lives and how long it is kept.
+    pub storage: StorageConfig,
+    /// TLS mode.
+    pub tls: TlsConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// True for `serve --dev`.
+    pub dev: bool,
+}
+
+/// `[server]`: the public listener Twilio talks to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port to bind.
+    pub listen: SocketAddr,
+    /// Connections served at once; further ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Seconds a client may take to send a request's headers.
+    pub header_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([0, 0, 0, 0], 443)), max_connections: 512, header_timeout_secs: 10 }
+    }
+}
+
+impl ServerConfig {
+    /// The header read timeout as a duration.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs)
+    }
+}
+
+/// `[admin]`: the owner's listener on the shop LAN.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address and port to bind.
+    pub listen: SocketAddr,
+    /// Bearer token for the admin API (or `CALLBOX_ADMIN_TOKEN`).
+    pub token: Secret,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([0, 0, 0, 0], 8080)), token: Secret::default() }
+    }
+}
+
+/// `[twilio]`: the account and what callers hear around the media stream.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TwilioConfig {
+    /// The account's primary auth token (or `CALLBOX_TWILIO_AUTH_TOKEN`).
+    pub auth_token: Secret,
+    /// Optional `<Say>` before the stream connects.
+    pub greeting: Option<String>,
+    /// Front-desk number dialled when the stream ends (the caller pressed 0, or the flow ended).
+    pub front_desk: Option<String>,
+    /// Said before hanging up when no `front_desk` is set.
+    pub goodbye: Option<String>,
+}
+
+/// `[storage]`: the call log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Directory of the call log and other state.
+    pub dir: PathBuf,
+    /// Calls older than this many days are pruned (0 keeps them forever).
+    pub retention_days: u32,
+    /// At most this many calls are kept, oldest pruned first (0 for no limit).
+    pub max_calls: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { dir: PathBuf::from("/var/lib/callbox"), retention_days: 365, max_calls: 100_000 }
+    }
+}
+
+/// `[tls]`: how the public listener is secured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// `off`, `files` or `acme`.
+    pub mode: TlsMode,
+}
+
+/// TLS mode of the public listener.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Plain HTTP, for a box behind a TLS-terminating tunnel or proxy.
+    #[default]
+    Off,
+    /// Certificate and key from PEM files.
+    Files,
+    /// Certificate from an ACME CA (Let's Encrypt).
+    Acme,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug` or `trace`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into() }
+    }
+}
+
+/// `public_url` after normalisation: the origin Twilio uses to reach the box.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub struct PublicUrl {
+    scheme: Scheme,
+    host: String,
+    port: Option<u16>,
+}
+
+/// Scheme of the public URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `http://` (a tunnel or a test).
+    Http,
+    /// `https://` (the normal case).
+    Https,
+}
+
+impl Scheme {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+        }
+    }
+    fn default_port(self) -> u16 {
+        match self {
+            Self::Http => 80,
+            Self::Https => 443,
+        }
+    }
+}
+
+impl PublicUrl {
+    /// Parses `public_url` in any form the seed accepted: `https://host`, `http://host`, a
+    /// bare host (taken as https), each with or without a port and a trailing slash.
+    pub fn parse(input: &str) -> Result<Self, ConfigError> {
+        let key = "public_url";
+        let trimmed = input.trim();
+        if trimmed.is_empty() {
+            return Err(ConfigError::invalid(
+                key,
+                "is empty; set it to the address Twilio calls, e.g. public_url = \"https://shop.example.com\"",
+            ));
+        }
+        let with_scheme = if trimmed.contains("://") { trimmed.to_owned() } else { format!("https://{trimmed}") };
+        let url = url::Url::parse(&with_scheme).map_err(|e| {
+            ConfigError::invalid(
+                key,
+                format!("{trimmed:?} is not a valid URL ({e}); use e.g. \"https://shop.example.com\""),
+            )
+        })?;
+        let scheme = match url.scheme() {
+            "https" => Scheme::Https,
+            "http" => Scheme::Http,
+            other => {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("scheme {other:?} is not supported; use https:// (or http:// behind a tunnel)"),
+                ));
+            }
+        };
+        let host = match url.host_str() {
+            Some(h) if !h.is_empty() => h.to_ascii_lowercase(),
+            _ => return Err(ConfigError::invalid(key, format!("{trimmed:?} has no host name"))),
+        };
+        if PLACEHOLDER_HOSTS.iter().any(|p| host.contains(p)) || host.ends_with(".example") {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "{trimmed:?} is a placeholder; set it to the shop's real domain, the one entered in the Twilio console"
+                ),
+            ));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(ConfigError::invalid(
+                key,
+                "must not contain user:password@; Twilio signs URLs without credentials",
+            ));
+        }
+        if url.path() != "/" && !url.path().is_empty() {
+            return Err(ConfigError::invalid(
+                key,
+                format!("must be just scheme://host[:port], without a path (found {:?})", url.path()),
+            ));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(ConfigError::invalid(key, "must not contain a query string or #fragment"));
+        }
+        // `url` already drops a port equal to the scheme's default.
+        Ok(Self { scheme, host, port: url.port() })
+    }
+
+    /// `scheme://host[:port]` with no trailing slash: the prefix of every URL Twilio signs.
+    pub fn origin(&self) -> String {
+        match self.port {
+            Some(p) => format!("{}://{}:{p}", self.scheme.as_str(), self.host),
+            None => format!("{}://{}", self.scheme.as_str(), self.host),
+        }
+    }
+
+    /// The same origin with the port spelled out (`:443`/`:80` added when it was implicit).
+    pub fn origin_with_port(&self) -> String {
+        format!("{}://{}:{}", self.scheme.as_str(), self.host, self.port.unwrap_or(self.scheme.default_port()))
+    }
+
+    /// The same origin with no port at all (what Twilio signs for voice over HTTPS).
+    pub fn origin_without_port(&self) -> String {
+        format!("{}://{}", self.scheme.as_str(), self.host)
+    }
+
+    /// The secure WebSocket origin Twilio's media stream connects to. Twilio accepts only
+    /// `wss://`, so the scheme is always `wss`; an explicit non-default port is kept.
+    pub fn wss_origin(&self) -> String {
+        match self.port {
+            Some(p) if p != 443 && p != 80 => format!("wss://{}:{p}", self.host),
+            _ => format!("wss://{}", self.host),
+        }
+    }
+
+    /// The public host name.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The URL's scheme.
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+}
+
+impl From<PublicUrl> for String {
+    fn from(u: PublicUrl) -> Self {
+        u.origin()
+    }
+}
+
+impl fmt::Display for PublicUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.origin())
+    }
+}
+
+/// Secrets found in the environment, passed in so that loading stays testable.
+#[derive(Debug, Default, Clone)]
+pub struct EnvSecrets {
+    /// `CALLBOX_TWILIO_AUTH_TOKEN`.
+    pub twilio_auth_token: Option<String>,
+    /// `CALLBOX_ADMIN_TOKEN`.
+    pub admin_token: Option<String>,
+}
+
+impl EnvSecrets {
+    /// Reads the secrets from the process environment; empty values count as unset.
+    pub fn from_process() -> Self {
+        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        Self { twilio_auth_token: get(ENV_TWILIO_AUTH_TOKEN), admin_token: get(ENV_ADMIN_TOKEN) }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file, with secrets from `env` taking precedence.
+    pub fn load(path: &Path, env: &EnvSecrets) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_toml(&text, path, env)
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    pub fn from_toml(text: &str, path: &Path, env: &EnvSecrets) -> Result<Self, ConfigError> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        let public_url = match raw.public_url.as_deref() {
+            Some(u) => PublicUrl::parse(u)?,
+            None => {
+                return Err(ConfigError::invalid(
+                    "public_url",
+                    "is missing; add public_url = \"https://your.shop.domain\" (the address Twilio calls) at the top of the file",
+                ));
+            }
+        };
+        let mut config = Self {
+            public_url,
+            server: raw.server,
+            admin: raw.admin,
+            twilio: raw.twilio,
+            storage: raw.storage,
+            tls: raw.tls,
+            log: raw.log,
+            dev: false,
+        };
+        config.apply_env(env);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The configuration of `serve --dev`: plain HTTP on loopback, data in `data_dir`, secrets
+    /// given by the caller (generated once and kept in the data dir).
+    pub fn dev(data_dir: PathBuf, twilio_auth_token: Secret, admin_token: Secret) -> Self {
+        let server = ServerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), ..ServerConfig::default() };
+        Self {
+            public_url: PublicUrl { scheme: Scheme::Http, host: "127.0.0.1".into(), port: Some(8080) },
+            server,
+            admin: AdminConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8081)), token: admin_token },
+            twilio: TwilioConfig { auth_token: twilio_auth_token, ..TwilioConfig::default() },
+            storage: StorageConfig { dir: data_dir, ..StorageConfig::default() },
+            tls: TlsConfig::default(),
+            log: LogConfig::default(),
+            dev: true,
+        }
+    }
+
+    /// Replaces the public URL (dev mode uses the port it actually bound).
+    pub fn with_public_url(mut self, url: PublicUrl) -> Self {
+        self.public_url = url;
+        self
+    }
+
+    fn apply_env(&mut self, env: &EnvSecrets) {
+        if let Some(t) = &env.twilio_auth_token {
+            self.twilio.auth_token = Secret::new(t.trim());
+        }
+        if let Some(t) = &env.admin_token {
+            self.admin.token = Secret::new(t.trim());
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.dev && self.twilio.auth_token.is_empty() {
+            return Err(ConfigError::invalid(
+                "twilio.auth_token",
+                format!(
+                    "is missing; copy the Auth Token from the Twilio console into [twilio] auth_token, or set {ENV_TWILIO_AUTH_TOKEN}"
+                ),
+            ));
+        }
+        if !self.dev && self.admin.token.expose().len() < 16 {
+            return Err(ConfigError::invalid(
+                "admin.token",
+                format!(
+                    "must be at least 16 characters (it guards the call log); set [admin] token or {ENV_ADMIN_TOKEN}"
+                ),
+            ));
+        }
+        if self.server.listen == self.admin.listen {
+            return Err(ConfigError::invalid(
+                "admin.listen",
+                "must differ from server.listen: the admin API is never served on the public listener",
+            ));
+        }
+        if self.server.max_connections == 0 {
+            return Err(ConfigError::invalid("server.max_connections", "must be at least 1"));
+        }
+        if self.server.header_timeout_secs == 0 {
+            return Err(ConfigError::invalid("server.header_timeout_secs", "must be at least 1"));
+        }
+        if !self.storage.dir.is_absolute() && !self.dev {
+            return Err(ConfigError::invalid(
+                "storage.dir",
+                format!(
+                    "must be an absolute path (got {:?}); a service has no meaningful working directory",
+                    self.storage.dir
+                ),
+            ));
+        }
+        if self.tls.mode != TlsMode::Off {
+            return Err(ConfigError::invalid(
+                "tls.mode",
+                "only \"off\" is implemented in this build; put the box behind a TLS-terminating tunnel for now",
+            ));
+        }
+        if let Some(n) = &self.twilio.front_desk
+            && n.trim().is_empty()
+        {
+            return Err(ConfigError::invalid(
+                "twilio.front_desk",
+                "is empty; remove the key or set an E.164 number like \"+15035550100\"",
+            ));
+        }
+        match self.log.level.to_ascii_lowercase().as_str() {
+            "error" | "warn" | "info" | "debug" | "trace" | "off" => {}
+            other => {
+                return Err(ConfigError::invalid(
+                    "log.level",
+                    format!("{other:?} is not one of error, warn, info, debug, trace"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML with secrets redacted, for `callbox check`.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_url_forms_normalise_to_one_origin() {
+        for input in [
+            "https://shop.example.com",
+            "https://shop.example.com/",
+            "shop.example.com",
+            "shop.example.com/",
+            "https://shop.example.com:443",
+            "HTTPS://Shop.Example.com:443/",
+        ] {
+            let u = PublicUrl::parse(input).unwrap();
+            assert_eq!(u.origin(), "https://shop.example.com", "{input}");
+            assert_eq!(u.wss_origin(), "wss://shop.example.com", "{input}");
+        }
+        let u = PublicUrl::parse("http://shop.example.com:8080/").unwrap();
+        assert_eq!(u.origin(), "http://shop.example.com:8080");
+        assert_eq!(u.wss_origin(), "wss://shop.example.com:8080");
+        let u = PublicUrl::parse("shop.example.com:8443").unwrap();
+        assert_eq!(u.origin(), "https://shop.example.com:8443");
+        assert_eq!(u.origin_without_port(), "https://shop.example.com");
+        assert_eq!(u.wss_origin(), "wss://shop.example.com:8443");
+        let u = PublicUrl::parse("http://shop.example.com").unwrap();
+        assert_eq!(u.origin_with_port(), "http://shop.example.com:80");
+        assert_eq!(u.wss_origin(), "wss://shop.example.com");
+    }
+
+    #[test]
+    fn public_url_rejects_placeholders_paths_and_garbage() {
+        for bad in [
+            "https://your-domain.ngrok.io",
+            "",
+            "ftp://shop.example.com",
+            "https://shop.example.com/x",
+            "https://a:b@shop.example.com",
+            "http://",
+        ] {
+            let err = PublicUrl::parse(bad).unwrap_err();
+            assert!(err.to_string().starts_with("config key `public_url`"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted_everywhere() {
+        let env = EnvSecrets {
+            twilio_auth_token: Some("tok-from-env".into()),
+            admin_token: Some("admin-token-0123456789".into()),
+        };
+        let c =
+            Config::from_toml("public_url = \"shop.example.com\"\n[storage]\ndir = \"/tmp/x\"\n", Path::new("t"), &env)
+                .unwrap();
+        assert_eq!(c.twilio.auth_token.expose(), "tok-from-env");
+        let shown = format!("{} {:?}", c.to_redacted_toml(), c);
+        assert!(!shown.contains("tok-from-env") && !shown.contains("admin-token-0123456789"), "{shown}");
+        assert!(shown.contains("<redacted>"));
+    }
+
+    #[test]
+    fn missing_token_and_bad_toml_name_the_problem() {
+        let none = EnvSecrets::default();
+        let e = Config::from_toml("public_url = \"shop.example.com\"\n", Path::new("t"), &none).unwrap_err();
+        assert!(e.to_string().contains("twilio.auth_token"), "{e}");
+        let e = Config::from_toml("public_url = \n", Path::new("t.toml"), &none).unwrap_err();
+        assert!(e.to_string().contains("t.toml"), "{e}");
+        let e = Config::from_toml("public_urll = \"x\"\n", Path::new("t.toml"), &none).unwrap_err();
+        assert!(e.to_string().contains("public_urll"), "{e}");
+    }
+}

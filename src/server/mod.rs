@@ -1,0 +1,222 @@
+//! The two listeners (public for Twilio, admin for the LAN), their accept loops with a
+//! connection cap and timeouts, and graceful shutdown.
+
+pub mod admin;
+pub mod http;
+pub mod public;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::calls::{Bus, Store};
+use crate::config::Config;
+use crate::twilio::signature::Validator;
+
+/// How long in-flight requests get to finish after shutdown begins.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head (request line + headers) accepted.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// How often old calls are pruned.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Shared state of a running box.
+#[derive(Debug)]
+pub struct App {
+    /// The validated configuration.
+    pub config: Config,
+    /// The call log.
+    pub store: Store,
+    /// Call changes, for indicators and the dashboard.
+    pub bus: Bus,
+    /// Twilio signature checks.
+    pub validator: Validator,
+    /// Set while the last store write failed; health reports it.
+    pub store_failed: AtomicBool,
+    /// When the box started.
+    pub started: Instant,
+}
+
+impl App {
+    /// Builds the shared state around an open store.
+    pub fn new(config: Config, store: Store) -> Self {
+        let validator = Validator::new(config.twilio.auth_token.expose(), config.public_url.clone());
+        Self {
+            config,
+            store,
+            bus: Bus::new(),
+            validator,
+            store_failed: AtomicBool::new(false),
+            started: Instant::now(),
+        }
+    }
+}
+
+/// A bound, ready-to-run box: both listeners and the shared state.
+pub struct Server {
+    app: Arc<App>,
+    public: TcpListener,
+    admin: TcpListener,
+}
+
+impl Server {
+    /// A server on already-bound listeners (the caller binds, so tests can use port 0).
+    pub fn new(app: App, public: TcpListener, admin: TcpListener) -> Self {
+        Self { app: Arc::new(app), public, admin }
+    }
+
+    /// The public listener's address.
+    pub fn public_addr(&self) -> std::io::Result<SocketAddr> {
+        self.public.local_addr()
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin.local_addr()
+    }
+
+    /// The shared state.
+    pub fn app(&self) -> Arc<App> {
+        self.app.clone()
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting, lets in-flight requests
+    /// finish (up to [`DRAIN_TIMEOUT`]) and flushes the call log.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let Self { app, public, admin } = self;
+        let tracker = TaskTracker::new();
+        let limit = Arc::new(Semaphore::new(app.config.server.max_connections));
+        let header_timeout = app.config.server.header_timeout();
+
+        let public_app = app.clone();
+        tracker.spawn(accept_loop(
+            "public",
+            public,
+            limit.clone(),
+            header_timeout,
+            shutdown.clone(),
+            tracker.clone(),
+            move |req| public::handle(public_app.clone(), req),
+        ));
+        let admin_app = app.clone();
+        // The LAN listener has its own small cap so Internet load cannot lock the owner out.
+        let admin_limit = Arc::new(Semaphore::new(64));
+        tracker.spawn(accept_loop(
+            "admin",
+            admin,
+            admin_limit,
+            header_timeout,
+            shutdown.clone(),
+            tracker.clone(),
+            move |req| admin::handle(admin_app.clone(), req),
+        ));
+        tracker.spawn(prune_loop(app.clone(), shutdown.clone()));
+
+        shutdown.cancelled().await;
+        log::info!("shutting down: finishing in-flight requests");
+        tracker.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
+            log::warn!("shutdown: some connections did not finish within {DRAIN_TIMEOUT:?}; closing them");
+        }
+        match app.store.close() {
+            Ok(()) => log::info!("call log flushed; stopped"),
+            Err(e) => log::error!("final call log flush failed: {e}"),
+        }
+    }
+}
+
+async fn accept_loop<F, Fut>(
+    name: &'static str,
+    listener: TcpListener,
+    limit: Arc<Semaphore>,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    handler: F,
+) where
+    F: Fn(hyper::Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = hyper::Response<http::Body>> + Send + 'static,
+{
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        // Take a permit before accepting: beyond the cap, connections wait in the backlog.
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            () = shutdown.cancelled() => return,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(conn) => { backoff = Duration::from_millis(10); conn }
+                Err(e) => {
+                    // EMFILE and friends: wait and retry instead of spinning or exiting.
+                    log::warn!("{name} listener: accept failed: {e}; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let service = service_fn(move |req| {
+                let fut = handler(req);
+                async move { Ok::<_, Infallible>(fut.await) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                () = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                log::debug!("{name} connection from {peer}: {e}");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn prune_loop(app: Arc<App>, shutdown: CancellationToken) {
+    let storage = &app.config.storage;
+    loop {
+        let cutoff = (storage.retention_days > 0)
+            .then(|| {
+                jiff::Timestamp::now()
+                    .checked_sub(jiff::SignedDuration::from_hours(24 * i64::from(storage.retention_days)))
+                    .ok()
+            })
+            .flatten();
+        match app.store.prune(cutoff, storage.max_calls).await {
+            Ok(0) => {}
+            Ok(n) => log::info!("pruned {n} old calls from the call log"),
+            Err(e) => log::warn!("pruning the call log failed: {e}"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(PRUNE_INTERVAL) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}

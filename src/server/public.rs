@@ -1,0 +1,175 @@
+//! The public listener: what Twilio calls. Every route but `/healthz` requires a valid
+//! `X-Twilio-Signature`; call data is never served here.
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use jiff::Timestamp;
+
+use super::App;
+use super::http::{self as h, Body};
+use crate::calls::{Applied, BusMessage, CallEvent};
+use crate::twilio::{form, twiml, webhook};
+
+/// Paths of the Twilio-facing routes.
+pub mod paths {
+    /// The voice URL of the Twilio number.
+    pub const INCOMING_CALL: &str = "/api/v1/webhooks/incoming-call";
+    /// The seed's alias of [`INCOMING_CALL`].
+    pub const INCOMING_CALL_ALIAS: &str = "/api/v1/voice/incoming";
+    /// The status callback URL of the Twilio number.
+    pub const CALL_STATUS: &str = "/api/v1/webhooks/call-status";
+    /// The seed's alias of [`CALL_STATUS`].
+    pub const CALL_STATUS_ALIAS: &str = "/api/v1/webhooks/twilio/status";
+    /// The `<Stream statusCallback>` the TwiML names.
+    pub const STREAM_STATUS: &str = "/api/v1/webhooks/stream-status";
+    /// The media-stream WebSocket.
+    pub const MEDIA_STREAM: &str = "/api/v1/voice/media-stream";
+    /// Liveness.
+    pub const HEALTHZ: &str = "/healthz";
+}
+
+#[derive(Clone, Copy)]
+enum Webhook {
+    IncomingCall,
+    CallStatus,
+    StreamStatus,
+}
+
+/// Routes one request on the public listener.
+pub(super) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    let webhook = match req.uri().path() {
+        paths::HEALTHZ => return health(&app, req.method()),
+        paths::INCOMING_CALL | paths::INCOMING_CALL_ALIAS => Webhook::IncomingCall,
+        paths::CALL_STATUS | paths::CALL_STATUS_ALIAS => Webhook::CallStatus,
+        paths::STREAM_STATUS => Webhook::StreamStatus,
+        _ => return h::text(StatusCode::NOT_FOUND, "not found\n"),
+    };
+    if req.method() != Method::POST {
+        let mut r = h::text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
+        r.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("POST"));
+        return r;
+    }
+    webhook_request(&app, webhook, req).await
+}
+
+fn health(app: &App, method: &Method) -> Response<Body> {
+    if method != Method::GET && method != Method::HEAD {
+        return h::text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+    }
+    let ok = !app.store_failed.load(std::sync::atomic::Ordering::Relaxed);
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    h::json(status, &serde_json::json!({ "status": if ok { "ok" } else { "degraded" } }))
+}
+
+async fn webhook_request(app: &App, webhook: Webhook, req: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !content_type.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
+        return h::text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected application/x-www-form-urlencoded\n");
+    }
+    let body = match h::read_body(&parts.headers, body).await {
+        Ok(b) => b,
+        Err(e) => {
+            log::warn!("refused webhook {}: {e}", parts.uri.path());
+            return e.response();
+        }
+    };
+    let fields = match form::parse(&body) {
+        Ok(f) => f,
+        Err(e) => {
+            log::warn!("refused webhook {}: malformed form body: {e}", parts.uri.path());
+            return h::text(StatusCode::BAD_REQUEST, "malformed form body\n");
+        }
+    };
+    let target = h::raw_target(&parts.uri);
+    let signature = parts.headers.get("x-twilio-signature").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if signature.is_empty() {
+        log::warn!("refused webhook {target}: no X-Twilio-Signature header (not from Twilio?)");
+        return h::text(StatusCode::FORBIDDEN, "forbidden\n");
+    }
+    match app.validator.validate_form(target, &fields, signature) {
+        Some(how) => log::debug!("signature of {target} valid ({how:?})"),
+        None => {
+            log::warn!(
+                "refused webhook {target}: signature mismatch; check that public_url ({}) matches the URL in the Twilio console and that twilio.auth_token is the account's primary Auth Token",
+                app.config.public_url
+            );
+            return h::text(StatusCode::FORBIDDEN, "forbidden\n");
+        }
+    }
+
+    let now = Timestamp::now();
+    let idempotency = parts.headers.get("i-twilio-idempotency-token").and_then(|v| v.to_str().ok());
+    let event = match webhook {
+        Webhook::IncomingCall => webhook::incoming_call(&fields, now),
+        Webhook::CallStatus => webhook::status_callback(&fields, idempotency, now),
+        Webhook::StreamStatus => webhook::stream_status(&fields, now),
+    };
+    let event = match event {
+        Ok(e) => e,
+        Err(e) => {
+            log::warn!("refused webhook {target}: {e}");
+            return h::text(StatusCode::BAD_REQUEST, "missing or invalid Twilio params\n");
+        }
+    };
+    if let Err(resp) = record(app, event.clone()).await {
+        return resp;
+    }
+    match webhook {
+        Webhook::IncomingCall => h::twiml(answer_call(app, &fields)),
+        Webhook::CallStatus | Webhook::StreamStatus => h::empty(StatusCode::NO_CONTENT),
+    }
+}
+
+/// Stores the event durably, then announces it. The caller answers Twilio only after this.
+async fn record(app: &App, event: CallEvent) -> Result<(), Response<Body>> {
+    match app.store.record(event.clone()).await {
+        Ok(recorded) => {
+            app.store_failed.store(false, std::sync::atomic::Ordering::Relaxed);
+            let status = event.status.as_ref().map(|s| s.as_str()).unwrap_or("-");
+            if recorded.applied == Applied::Duplicate {
+                log::info!(call_sid = event.call_sid.as_str(), call_status = status; "duplicate {:?} event for {} ignored", event.source, event.call_sid);
+            } else {
+                log::info!(
+                    call_sid = event.call_sid.as_str(), call_status = status, call_from = event.from.as_deref().unwrap_or("");
+                    "call {} {:?}: {status} (now {})", event.call_sid, event.source, recorded.record.status
+                );
+                app.bus.publish(BusMessage { event, record: recorded.record });
+            }
+            Ok(())
+        }
+        Err(e) => {
+            app.store_failed.store(true, std::sync::atomic::Ordering::Relaxed);
+            log::error!(call_sid = event.call_sid.as_str(); "could not store event for {}: {e}", event.call_sid);
+            let mut r = h::text(StatusCode::SERVICE_UNAVAILABLE, "call log unavailable\n");
+            r.headers_mut().insert(header::RETRY_AFTER, http::HeaderValue::from_static("5"));
+            Err(r)
+        }
+    }
+}
+
+/// The TwiML that connects the call's media stream to this box.
+fn answer_call(app: &App, fields: &[(String, String)]) -> String {
+    let stream_url = format!("{}{}", app.config.public_url.wss_origin(), paths::MEDIA_STREAM);
+    let status_callback = format!("{}{}", app.config.public_url.origin(), paths::STREAM_STATUS);
+    let params: Vec<(&str, &str)> =
+        ["From", "To", "CallSid"].iter().map(|name| (*name, form::get(fields, name).unwrap_or(""))).collect();
+    let fallthrough = match (&app.config.twilio.front_desk, &app.config.twilio.goodbye) {
+        (Some(number), _) => twiml::Fallthrough::Dial(number.clone()),
+        (None, Some(message)) => twiml::Fallthrough::SayAndHangup(message.clone()),
+        (None, None) => twiml::Fallthrough::SayAndHangup(DEFAULT_GOODBYE.into()),
+    };
+    twiml::ConnectStream {
+        greeting: app.config.twilio.greeting.as_deref(),
+        stream_url: &stream_url,
+        status_callback: Some(&status_callback),
+        parameters: &params,
+        fallthrough: Some(&fallthrough),
+    }
+    .to_xml()
+}
+
+/// Said when the stream ends and no front desk is configured.
+const DEFAULT_GOODBYE: &str = "Thank you for calling. Goodbye.";

@@ -1,0 +1,195 @@
+//! Twilio's webhook forms turned into typed [`CallEvent`]s.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+
+use crate::calls::{CallEvent, CallStatus, EventSource};
+use crate::twilio::form;
+
+/// Params kept on an event besides the ones with their own field.
+const KEPT_DETAILS: &[&str] = &[
+    "CallerName",
+    "ForwardedFrom",
+    "FromCity",
+    "FromState",
+    "FromCountry",
+    "ParentCallSid",
+    "SipResponseCode",
+    "AnsweredBy",
+    "StirVerstat",
+    "StreamSid",
+    "StreamName",
+    "StreamEvent",
+    "StreamError",
+    "Duration",
+];
+
+/// Longest value kept from any param; Twilio's are far shorter.
+const MAX_VALUE_LEN: usize = 1024;
+
+/// Why a webhook form is not a usable event.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WebhookError {
+    /// A required param is absent or empty.
+    #[error("missing required param {0}")]
+    Missing(&'static str),
+    /// A param has a value that cannot be Twilio's.
+    #[error("param {name} is invalid: {why}")]
+    Invalid {
+        /// The param.
+        name: &'static str,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+}
+
+/// The incoming-call webhook: the call has arrived and needs TwiML.
+pub fn incoming_call(fields: &[(String, String)], now: Timestamp) -> Result<CallEvent, WebhookError> {
+    let mut event = base_event(fields, EventSource::IncomingCall, now)?;
+    // Twilio may retry the voice URL after a connect failure; the call arrives once.
+    event.dedupe_key = "incoming".into();
+    Ok(event)
+}
+
+/// A call status callback; `idempotency_token` is Twilio's `I-Twilio-Idempotency-Token` header.
+pub fn status_callback(
+    fields: &[(String, String)],
+    idempotency_token: Option<&str>,
+    now: Timestamp,
+) -> Result<CallEvent, WebhookError> {
+    let mut event = base_event(fields, EventSource::StatusCallback, now)?;
+    if event.status.is_none() {
+        return Err(WebhookError::Missing("CallStatus"));
+    }
+    let status = event.status.as_ref().map(CallStatus::as_str).unwrap_or_default();
+    // A retried callback carries the same SequenceNumber; without one, the same status and
+    // timestamp mean the same event.
+    event.dedupe_key = match (event.sequence, idempotency_token.filter(|t| !t.is_empty())) {
+        (Some(seq), _) => format!("status:{seq}"),
+        (None, Some(token)) => format!("status:token:{token}"),
+        (None, None) => format!("status:{status}:{}", event.twilio_timestamp.as_deref().unwrap_or("")),
+    };
+    Ok(event)
+}
+
+/// A `<Stream statusCallback>` request.
+pub fn stream_status(fields: &[(String, String)], now: Timestamp) -> Result<CallEvent, WebhookError> {
+    let mut event = base_event(fields, EventSource::StreamStatus, now)?;
+    // Stream callbacks carry no CallStatus; their own kind of event is StreamEvent.
+    event.status = None;
+    let stream_sid =
+        form::get(fields, "StreamSid").filter(|s| !s.is_empty()).ok_or(WebhookError::Missing("StreamSid"))?;
+    let what =
+        form::get(fields, "StreamEvent").filter(|s| !s.is_empty()).ok_or(WebhookError::Missing("StreamEvent"))?;
+    event.dedupe_key = format!("stream:{stream_sid}:{what}");
+    Ok(event)
+}
+
+fn base_event(fields: &[(String, String)], source: EventSource, now: Timestamp) -> Result<CallEvent, WebhookError> {
+    let call_sid = form::get(fields, "CallSid").filter(|s| !s.is_empty()).ok_or(WebhookError::Missing("CallSid"))?;
+    validate_sid(call_sid)?;
+    let text = |name: &str| form::get(fields, name).filter(|v| !v.is_empty()).map(clip);
+    let sequence = match form::get(fields, "SequenceNumber").filter(|v| !v.is_empty()) {
+        Some(v) => Some(
+            v.parse::<u64>()
+                .map_err(|_| WebhookError::Invalid { name: "SequenceNumber", why: "not a whole number" })?,
+        ),
+        None => None,
+    };
+    let duration_secs = match form::get(fields, "CallDuration").filter(|v| !v.is_empty()) {
+        Some(v) => Some(
+            v.parse::<u64>()
+                .map_err(|_| WebhookError::Invalid { name: "CallDuration", why: "not a whole number of seconds" })?,
+        ),
+        None => None,
+    };
+    let details: BTreeMap<String, String> =
+        KEPT_DETAILS.iter().filter_map(|k| text(k).map(|v| ((*k).to_owned(), v))).collect();
+    Ok(CallEvent {
+        call_sid: call_sid.to_owned(),
+        source,
+        status: text("CallStatus").map(|s| s.parse().unwrap_or_else(|never| match never {})),
+        sequence,
+        twilio_timestamp: text("Timestamp"),
+        received_at: now,
+        from: text("From"),
+        to: text("To"),
+        direction: text("Direction"),
+        duration_secs,
+        dedupe_key: String::new(),
+        details,
+    })
+}
+
+/// A CallSid is `CA` + 32 hex digits; accept any short run of ASCII letters and digits so
+/// test tools and other Twilio products work, and refuse anything that could not be one.
+fn validate_sid(sid: &str) -> Result<(), WebhookError> {
+    if sid.len() > 64 {
+        return Err(WebhookError::Invalid { name: "CallSid", why: "longer than 64 characters" });
+    }
+    if !sid.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(WebhookError::Invalid { name: "CallSid", why: "only letters and digits are allowed" });
+    }
+    Ok(())
+}
+
+fn clip(v: &str) -> String {
+    if v.len() <= MAX_VALUE_LEN {
+        return v.to_owned();
+    }
+    let mut end = MAX_VALUE_LEN;
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    v[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn status_callback_fields() {
+        let e = status_callback(
+            &f(&[
+                ("CallSid", "CA1"),
+                ("CallStatus", "completed"),
+                ("SequenceNumber", "3"),
+                ("CallDuration", "37"),
+                ("SipResponseCode", "200"),
+            ]),
+            None,
+            Timestamp::UNIX_EPOCH,
+        )
+        .unwrap();
+        assert_eq!(e.status, Some(CallStatus::Completed));
+        assert_eq!(e.sequence, Some(3));
+        assert_eq!(e.duration_secs, Some(37));
+        assert_eq!(e.dedupe_key, "status:3");
+        assert_eq!(e.details.get("SipResponseCode").map(String::as_str), Some("200"));
+    }
+
+    #[test]
+    fn refusals() {
+        let now = Timestamp::UNIX_EPOCH;
+        assert_eq!(
+            status_callback(&f(&[("CallStatus", "ringing")]), None, now).unwrap_err(),
+            WebhookError::Missing("CallSid")
+        );
+        assert_eq!(
+            status_callback(&f(&[("CallSid", "CA1")]), None, now).unwrap_err(),
+            WebhookError::Missing("CallStatus")
+        );
+        assert!(matches!(incoming_call(&f(&[("CallSid", "CA 1")]), now), Err(WebhookError::Invalid { .. })));
+        assert!(matches!(
+            status_callback(&f(&[("CallSid", "CA1"), ("CallStatus", "ringing"), ("SequenceNumber", "x")]), None, now),
+            Err(WebhookError::Invalid { name: "SequenceNumber", .. })
+        ));
+    }
+}
