@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::calls::{Bus, Store};
+use crate::calls::{Applied, Bus, BusMessage, CallEvent, Recorded, Store, StoreError};
 use crate::config::Config;
 use crate::twilio::signature::Validator;
 
@@ -47,6 +47,8 @@ pub struct App {
     pub store_failed: AtomicBool,
     /// When the box started.
     pub started: Instant,
+    /// Cancelled when the box shuts down; long-lived sessions (WebSockets) watch it.
+    pub shutdown: CancellationToken,
 }
 
 impl App {
@@ -60,6 +62,34 @@ impl App {
             validator,
             store_failed: AtomicBool::new(false),
             started: Instant::now(),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// The one way events enter the call log: stored durably, then announced on the bus
+    /// (a retried event is not announced twice). Logs the outcome with the call's fields.
+    pub async fn record_event(&self, event: CallEvent) -> Result<Recorded, StoreError> {
+        let status = event.status.as_ref().map(|s| s.as_str().to_owned()).unwrap_or_else(|| "-".into());
+        let sid = event.call_sid.clone();
+        match self.store.record(event.clone()).await {
+            Ok(recorded) => {
+                self.store_failed.store(false, Ordering::Relaxed);
+                if recorded.applied == Applied::Duplicate {
+                    log::info!(call_sid = sid.as_str(), call_status = status.as_str(); "duplicate {:?} event for {sid} ignored", event.source);
+                } else {
+                    log::info!(
+                        call_sid = sid.as_str(), call_status = status.as_str(), call_from = event.from.as_deref().unwrap_or("");
+                        "call {sid} {:?}: {status} (now {})", event.source, recorded.record.status
+                    );
+                    self.bus.publish(BusMessage { event, record: recorded.record.clone() });
+                }
+                Ok(recorded)
+            }
+            Err(e) => {
+                self.store_failed.store(true, Ordering::Relaxed);
+                log::error!(call_sid = sid.as_str(); "could not store event for {sid}: {e}");
+                Err(e)
+            }
         }
     }
 }
@@ -126,6 +156,7 @@ impl Server {
 
         shutdown.cancelled().await;
         log::info!("shutting down: finishing in-flight requests");
+        app.shutdown.cancel();
         tracker.close();
         if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
             log::warn!("shutdown: some connections did not finish within {DRAIN_TIMEOUT:?}; closing them");

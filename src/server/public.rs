@@ -9,7 +9,7 @@ use jiff::Timestamp;
 
 use super::App;
 use super::http::{self as h, Body};
-use crate::calls::{Applied, BusMessage, CallEvent};
+use crate::calls::CallEvent;
 use crate::twilio::{form, twiml, webhook};
 
 /// Paths of the Twilio-facing routes.
@@ -123,26 +123,11 @@ async fn webhook_request(app: &App, webhook: Webhook, req: Request<Incoming>) ->
     }
 }
 
-/// Stores the event durably, then announces it. The caller answers Twilio only after this.
+/// Stores the event durably (then announces it); on failure, the 503 to answer Twilio with.
 async fn record(app: &App, event: CallEvent) -> Result<(), Response<Body>> {
-    match app.store.record(event.clone()).await {
-        Ok(recorded) => {
-            app.store_failed.store(false, std::sync::atomic::Ordering::Relaxed);
-            let status = event.status.as_ref().map(|s| s.as_str()).unwrap_or("-");
-            if recorded.applied == Applied::Duplicate {
-                log::info!(call_sid = event.call_sid.as_str(), call_status = status; "duplicate {:?} event for {} ignored", event.source, event.call_sid);
-            } else {
-                log::info!(
-                    call_sid = event.call_sid.as_str(), call_status = status, call_from = event.from.as_deref().unwrap_or("");
-                    "call {} {:?}: {status} (now {})", event.call_sid, event.source, recorded.record.status
-                );
-                app.bus.publish(BusMessage { event, record: recorded.record });
-            }
-            Ok(())
-        }
-        Err(e) => {
-            app.store_failed.store(true, std::sync::atomic::Ordering::Relaxed);
-            log::error!(call_sid = event.call_sid.as_str(); "could not store event for {}: {e}", event.call_sid);
+    match app.record_event(event).await {
+        Ok(_) => Ok(()),
+        Err(_) => {
             let mut r = h::text(StatusCode::SERVICE_UNAVAILABLE, "call log unavailable\n");
             r.headers_mut().insert(header::RETRY_AFTER, http::HeaderValue::from_static("5"));
             Err(r)
