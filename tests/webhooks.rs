@@ -226,9 +226,9 @@ async fn oversized_headers_are_refused_without_harm() {
     let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
     let req = http::Request::post(STATUS).header("x-big", huge).body(http_body_util::Full::new(Bytes::new())).unwrap();
-    match tx.send_request(req).await {
-        Ok(resp) => assert!(resp.status().is_client_error(), "{}", resp.status()),
-        Err(_) => {} // the server closed the connection: also a refusal
+    // The server answers 431, or closes the connection: both are refusals.
+    if let Ok(resp) = tx.send_request(req).await {
+        assert!(resp.status().is_client_error(), "{}", resp.status());
     }
     let params = incoming_params("CA4100");
     assert_eq!(server.post_signed(INCOMING, &refs(&params)).await.status, StatusCode::OK);
