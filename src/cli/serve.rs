@@ -13,6 +13,7 @@ use super::ConfigSource;
 use crate::calls::Store;
 use crate::config::{Config, EnvSecrets, PublicUrl, Secret};
 use crate::server::{App, Server};
+use crate::systemd;
 
 /// File in the dev data dir that keeps the generated dev secrets across restarts.
 const DEV_SECRETS_FILE: &str = "dev-secrets.toml";
@@ -69,8 +70,14 @@ async fn serve(mut config: Config, listen: Option<SocketAddr>, admin_listen: Opt
 
     let public_addr = listen.unwrap_or(config.server.listen);
     let admin_addr = admin_listen.unwrap_or(config.admin.listen);
-    let public = bind(public_addr, "server.listen").await?;
-    let admin = bind(admin_addr, "admin.listen").await?;
+    // Under systemd the socket unit binds the privileged ports and hands them over, so the
+    // service needs no capability; outside systemd the box binds them itself.
+    let mut activated = systemd::activated_listeners();
+    let public = listener(&mut activated, public_addr, "server.listen").await?;
+    let admin = listener(&mut activated, admin_addr, "admin.listen").await?;
+    for (addr, _) in &activated {
+        log::warn!("socket activation: no listener is configured for port {} ({addr}); closing it", addr.port());
+    }
     let public_addr = public.local_addr()?;
     let admin_addr = admin.local_addr()?;
     if config.dev {
@@ -94,8 +101,27 @@ async fn serve(mut config: Config, listen: Option<SocketAddr>, admin_listen: Opt
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     log::info!("serving Twilio on {public_addr}, admin on {admin_addr}");
+    systemd::notify_ready();
+    systemd::spawn_watchdog(shutdown.clone());
     Server::new(App::new(config, store), public, admin).run(shutdown).await;
     Ok(())
+}
+
+/// The listener for `addr`: the one systemd passed for its port, or a freshly bound one.
+async fn listener(
+    activated: &mut Vec<(SocketAddr, std::net::TcpListener)>,
+    addr: SocketAddr,
+    key: &str,
+) -> anyhow::Result<TcpListener> {
+    match systemd::take_port(activated, addr.port()) {
+        Some(std_listener) => {
+            std_listener.set_nonblocking(true)?;
+            let l = TcpListener::from_std(std_listener)?;
+            log::info!("{key}: using the socket systemd passed for port {}", addr.port());
+            Ok(l)
+        }
+        None => bind(addr, key).await,
+    }
 }
 
 async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
@@ -121,6 +147,7 @@ async fn stop_on_signal(shutdown: CancellationToken) {
         _ = term.recv() => log::info!("SIGTERM received"),
         _ = int.recv() => log::info!("SIGINT received"),
     }
+    systemd::notify_stopping();
     shutdown.cancel();
 }
 
