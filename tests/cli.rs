@@ -136,3 +136,15 @@ fn calls_with_a_wrong_admin_token_says_so() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("401") && err.contains("admin.token"), "{err}");
 }
+
+#[test]
+fn serve_with_a_bad_config_exits_78_so_systemd_does_not_restart_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("callbox.toml");
+    std::fs::write(&path, GOOD.replace("https://shop.example.com", "https://your-domain.example")).unwrap();
+    let out = callbox().arg("serve").arg("--config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("public_url"));
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/callbox.service")).unwrap();
+    assert!(unit.lines().any(|l| l == "RestartPreventExitStatus=78"));
+}
