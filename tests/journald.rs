@@ -1,0 +1,85 @@
+//! Under systemd the box logs to journald with structured fields. This runs the real
+//! systemd-journald in a private mount namespace (so the host's journal is untouched), hands
+//! the server a stderr that looks like the journal stream, and reads the entries back.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use http::StatusCode;
+
+const SCRIPT: &str = r#"
+set -euo pipefail
+dir="$1"; bin="$2"
+mount --make-rprivate /
+mount -t tmpfs tmpfs /run
+mkdir -p /run/systemd/journal /run/log/journal
+/lib/systemd/systemd-journald &
+jpid=$!
+for _ in $(seq 100); do [ -S /run/systemd/journal/socket ] && break; sleep 0.05; done
+exec 2>"$dir/stderr.txt"
+# What systemd sets for a service whose stderr is the journal stream.
+JOURNAL_STREAM=$(stat -L -c '%d:%i' /proc/$$/fd/2)
+export JOURNAL_STREAM
+"$bin" serve --dev --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$dir/data" > "$dir/out.txt" &
+spid=$!
+while [ ! -e "$dir/stop" ]; do sleep 0.05; done
+kill -TERM "$spid"; wait "$spid" || true
+journalctl -D /run/log/journal --no-pager -o json SYSLOG_IDENTIFIER=callbox > "$dir/journal.json"
+kill "$jpid"
+"#;
+
+#[tokio::test]
+async fn call_events_reach_journald_with_call_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("run.sh");
+    std::fs::write(&script, SCRIPT).unwrap();
+    let mut child = Command::new("unshare")
+        .args(["-m", "bash"])
+        .arg(&script)
+        .arg(dir.path())
+        .arg(env!("CARGO_BIN_EXE_callbox"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("unshare (util-linux) as root");
+
+    // Wait for the server's start banner.
+    let out = dir.path().join("out.txt");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let banner = loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if text.contains("dev admin token") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "server did not start: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let field = |name: &str| banner.lines().find(|l| l.contains(name)).unwrap().rsplit(' ').next().unwrap().to_owned();
+    let twilio = TwilioClient {
+        public: field("public listener").trim_start_matches("http://").parse().unwrap(),
+        auth_token: field("dev Twilio auth token"),
+    };
+    let p = [("CallSid", "CAjournal01"), ("From", "+15035550123"), ("To", "+15035550100"), ("CallStatus", "ringing")];
+    assert_eq!(twilio.post_signed("/api/v1/webhooks/incoming-call", &p).await.status, StatusCode::OK);
+    std::fs::write(dir.path().join("stop"), b"").unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{err}");
+
+    let journal = std::fs::read_to_string(dir.path().join("journal.json")).unwrap();
+    let entries: Vec<serde_json::Value> = journal.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let call = entries
+        .iter()
+        .find(|e| e["CALL_SID"] == "CAjournal01")
+        .unwrap_or_else(|| panic!("no entry with CALL_SID in the journal: {journal}"));
+    assert_eq!(call["CALL_STATUS"], "ringing");
+    assert_eq!(call["CALL_FROM"], "+15035550123");
+    // And nothing went to stderr: the journal got it all, natively.
+    let stderr = std::fs::read_to_string(dir.path().join("stderr.txt")).unwrap();
+    assert!(!stderr.contains("CAjournal01"), "{stderr}");
+}
