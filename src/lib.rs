@@ -12,7 +12,9 @@
 pub mod calls;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod logging;
+pub mod metrics;
 pub mod server;
 pub mod systemd;
 pub mod twilio;

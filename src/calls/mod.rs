@@ -3,6 +3,7 @@
 
 pub mod bus;
 pub mod event;
+pub mod export;
 pub mod record;
 pub mod store;
 

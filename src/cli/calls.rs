@@ -25,8 +25,17 @@ pub(super) struct CallsArgs {
     #[arg(long, default_value_t = 20)]
     limit: usize,
     /// Print JSON instead of a table.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "csv")]
     json: bool,
+    /// Print CSV (all calls first seen between --from and --to, oldest first).
+    #[arg(long)]
+    csv: bool,
+    /// With --csv: first day (2026-11-01, local time) or RFC 3339 time; default 30 days ago.
+    #[arg(long, requires = "csv")]
+    from: Option<String>,
+    /// With --csv: last day (inclusive) or RFC 3339 time (exclusive); default today.
+    #[arg(long, requires = "csv")]
+    to: Option<String>,
     /// The running service's admin API (default: from `admin.listen`).
     #[arg(long)]
     admin_url: Option<String>,
@@ -44,19 +53,19 @@ pub(super) fn run(args: CallsArgs) -> anyhow::Result<()> {
     let config = args.source.load()?;
     let admin_url = args.admin_url.clone().unwrap_or_else(|| default_admin_url(&config));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let calls = match runtime.block_on(fetch(&admin_url, config.admin.token.expose(), args.limit)) {
-        Ok(calls) => calls,
-        Err(FetchError::Unreachable(why)) => match Store::open(&config.storage.dir) {
-            Ok(store) => {
-                let calls = store.list(args.limit, None)?;
-                store.close()?;
-                calls
-            }
-            Err(StoreError::Locked(path)) => {
-                bail!("the service holds {} but its admin API at {admin_url} did not answer ({why})", path.display())
-            }
-            Err(e) => return Err(e.into()),
-        },
+    if args.csv {
+        return export_csv(&runtime, &config, &admin_url, args.from.as_deref(), args.to.as_deref());
+    }
+    let path = format!("/api/v1/calls?limit={}", args.limit);
+    let calls = match runtime.block_on(fetch(&admin_url, config.admin.token.expose(), &path)) {
+        Ok(body) => {
+            serde_json::from_slice::<Page>(&body)
+                .map_err(|e| anyhow::anyhow!("unexpected answer from {admin_url}: {e}"))?
+                .calls
+        }
+        Err(FetchError::Unreachable(why)) => {
+            with_store(&config, &admin_url, &why, |store| Ok(store.list(args.limit, None)?))?
+        }
         Err(FetchError::Refused(why)) => bail!("the admin API at {admin_url} refused the request: {why}"),
     };
     let mut out = std::io::stdout().lock();
@@ -67,6 +76,52 @@ pub(super) fn run(args: CallsArgs) -> anyhow::Result<()> {
     } else {
         print_table(&mut out, &calls)?;
     }
+    Ok(())
+}
+
+/// Runs `read` on the store when the service is not running.
+fn with_store<T>(
+    config: &Config,
+    admin_url: &str,
+    why: &str,
+    read: impl FnOnce(&Store) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    match Store::open(&config.storage.dir) {
+        Ok(store) => {
+            let result = read(&store);
+            store.close()?;
+            result
+        }
+        Err(StoreError::Locked(path)) => {
+            bail!("the service holds {} but its admin API at {admin_url} did not answer ({why})", path.display())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn export_csv(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    admin_url: &str,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> anyhow::Result<()> {
+    // Validate here too, so a typo gets the same message with the service up or down.
+    let (start, end) = crate::dashboard::date_range(from, to).map_err(|m| anyhow::anyhow!("{}", m.trim()))?;
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query.append_pair("from", &start.to_string()).append_pair("to", &end.to_string());
+    let path = format!("/api/v1/calls.csv?{}", query.finish());
+    let bytes = match runtime.block_on(fetch(admin_url, config.admin.token.expose(), &path)) {
+        Ok(body) => body.to_vec(),
+        Err(FetchError::Unreachable(why)) => with_store(config, admin_url, &why, |store| {
+            let mut out = Vec::new();
+            crate::calls::export::write_csv(&store.between(start, end)?, &mut out)?;
+            Ok(out)
+        })?,
+        Err(FetchError::Refused(why)) => bail!("the admin API at {admin_url} refused the request: {why}"),
+    };
+    use std::io::Write as _;
+    std::io::stdout().lock().write_all(&bytes)?;
     Ok(())
 }
 
@@ -85,9 +140,9 @@ enum FetchError {
     Refused(String),
 }
 
-async fn fetch(admin_url: &str, token: &str, limit: usize) -> Result<Vec<CallRecord>, FetchError> {
+async fn fetch(admin_url: &str, token: &str, path: &str) -> Result<Bytes, FetchError> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let uri: http::Uri = format!("{}/api/v1/calls?limit={limit}", admin_url.trim_end_matches('/'))
+    let uri: http::Uri = format!("{}{path}", admin_url.trim_end_matches('/'))
         .parse()
         .map_err(|e| FetchError::Refused(format!("bad admin URL: {e}")))?;
     let req = http::Request::get(uri)
@@ -107,9 +162,7 @@ async fn fetch(admin_url: &str, token: &str, limit: usize) -> Result<Vec<CallRec
             if status == http::StatusCode::UNAUTHORIZED { " (check admin.token / CALLBOX_ADMIN_TOKEN)" } else { "" };
         return Err(FetchError::Refused(format!("HTTP {status}{hint}")));
     }
-    serde_json::from_slice::<Page>(&body)
-        .map(|p| p.calls)
-        .map_err(|e| FetchError::Refused(format!("unexpected answer: {e}")))
+    Ok(body)
 }
 
 fn print_table(out: &mut impl std::io::Write, calls: &[CallRecord]) -> anyhow::Result<()> {

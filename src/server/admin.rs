@@ -1,14 +1,18 @@
-//! The admin listener on the shop LAN: the owner's API. Everything but `/healthz` requires
-//! `Authorization: Bearer <admin token>`.
+//! The admin listener on the shop LAN: the owner's dashboard and API. Everything but
+//! `/healthz` and the login form requires the admin token, as `Authorization: Bearer` (scripts,
+//! the CLI) or as a session cookie from the login form (the browser); state-changing requests
+//! from a browser must also carry the session's CSRF token and come from this origin.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use subtle::ConstantTimeEq;
 
-use super::App;
 use super::http::{self as h, Body};
+use super::{App, PeerAddr};
+use crate::dashboard::{self, auth};
 
 /// Largest page of calls one request returns.
 pub const MAX_PAGE: usize = 1000;
@@ -18,36 +22,152 @@ pub const DEFAULT_PAGE: usize = 50;
 /// Routes one request on the admin listener.
 pub(super) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
-    if path == "/healthz" {
-        return h::json(StatusCode::OK, &serde_json::json!({ "status": "ok" }));
+    let method = req.method().clone();
+    match (&method, path.as_str()) {
+        (&Method::GET, "/healthz") => return h::json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
+        (&Method::GET, "/login") => return dashboard::login_page(StatusCode::OK, ""),
+        (&Method::POST, "/login") => return login(&app, req).await,
+        // Stylesheet and script hold no data; the login page needs the stylesheet.
+        (&Method::GET, p) if p.starts_with("/assets/") => {
+            return dashboard::asset(p).unwrap_or_else(|| h::text(StatusCode::NOT_FOUND, "not found\n"));
+        }
+        _ => {}
     }
-    if !authorized(&app, &req) {
+    let Some(caller) = caller(&app, &req) else {
+        // A browser asking for a page goes to the login form; everything else gets a 401.
+        if method == Method::GET && (path == "/" || path == "/index.html") {
+            return redirect("/login");
+        }
         let mut r = h::text(StatusCode::UNAUTHORIZED, "admin token required\n");
         r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"callbox\""));
         return r;
+    };
+    if !matches!(method, Method::GET | Method::HEAD) && !same_site(&req, &caller) {
+        log::warn!("admin: refused a cross-site {method} {path}");
+        return h::text(StatusCode::FORBIDDEN, "cross-site request refused\n");
     }
-    if req.method() != Method::GET {
-        return h::text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+    if let Some(asset) = (method == Method::GET).then(|| dashboard::asset(&path)).flatten() {
+        return asset;
     }
-    match path.as_str() {
-        "/api/v1/calls" => list_calls(&app, req.uri()),
-        "/api/v1/health" => health(&app),
-        p => match p.strip_prefix("/api/v1/calls/") {
-            Some(sid) if !sid.is_empty() && !sid.contains('/') => get_call(&app, sid),
-            _ => h::text(StatusCode::NOT_FOUND, "not found\n"),
+    match (&method, path.as_str()) {
+        (&Method::GET, "/api/v1/calls") => list_calls(&app, req.uri()),
+        (&Method::GET, "/api/v1/calls.csv") => dashboard::csv(&app, req.uri()),
+        (&Method::GET, "/api/v1/health") => health(&app),
+        (&Method::GET, "/api/v1/events") => dashboard::events(&app),
+        (&Method::GET, "/api/v1/session") => session(&caller),
+        (&Method::GET, "/metrics") => dashboard::metrics(&app),
+        (&Method::POST, "/logout") => logout(&app, &caller),
+        (&Method::GET, p) => match p.strip_prefix("/api/v1/calls/") {
+            Some(rest) => match rest.split_once('/') {
+                None if !rest.is_empty() => get_call(&app, rest),
+                Some((sid, "recording")) if !sid.is_empty() => dashboard::recording(&app, sid, req.headers()).await,
+                _ => h::text(StatusCode::NOT_FOUND, "not found\n"),
+            },
+            None => h::text(StatusCode::NOT_FOUND, "not found\n"),
         },
+        _ => h::text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
 
-fn authorized(app: &App, req: &Request<Incoming>) -> bool {
-    let expected = app.config.admin.token.expose().as_bytes();
-    let Some(given) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
-        return false;
+fn caller(app: &App, req: &Request<Incoming>) -> Option<auth::Caller> {
+    if let Some(given) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let expected = app.config.admin.token.expose().as_bytes();
+        let token = given.strip_prefix("Bearer ")?.trim();
+        return (!expected.is_empty() && bool::from(token.as_bytes().ct_eq(expected))).then_some(auth::Caller::Bearer);
+    }
+    let cookies = req.headers().get(header::COOKIE).and_then(|v| v.to_str().ok())?;
+    app.sessions.caller(auth::cookie(cookies, auth::COOKIE)?)
+}
+
+/// A browser's state-changing request must echo the session's CSRF token and, when the
+/// browser says where it comes from, come from this very origin. Bearer callers carry no
+/// ambient credential, so another site cannot forge their requests.
+fn same_site(req: &Request<Incoming>, caller: &auth::Caller) -> bool {
+    let auth::Caller::Session { csrf, .. } = caller else {
+        return true;
     };
-    let Some(token) = given.strip_prefix("Bearer ").map(str::trim) else {
-        return false;
+    let token_ok = req
+        .headers()
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| bool::from(t.as_bytes().ct_eq(csrf.as_bytes())));
+    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let origin_ok = match req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(origin) => origin.split_once("://").is_some_and(|(_, authority)| authority == host),
     };
-    !expected.is_empty() && bool::from(token.as_bytes().ct_eq(expected))
+    let fetch_site_ok = req
+        .headers()
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|s| s == "same-origin" || s == "none");
+    token_ok && origin_ok && fetch_site_ok
+}
+
+async fn login(app: &App, req: Request<Incoming>) -> Response<Body> {
+    let ip = req.extensions().get::<PeerAddr>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.0.ip());
+    let (parts, body) = req.into_parts();
+    let body = match h::read_body(&parts.headers, body).await {
+        Ok(b) => b,
+        Err(e) => return e.response(),
+    };
+    let token = crate::twilio::form::parse(&body)
+        .ok()
+        .and_then(|f| f.into_iter().find(|(k, _)| k == "token").map(|(_, v)| v))
+        .unwrap_or_default();
+    match app.sessions.login(ip, token.trim(), app.config.admin.token.expose()) {
+        auth::Login::Ok(id) => {
+            log::info!("admin: login from {ip}");
+            let mut r = redirect("/");
+            let cookie = format!(
+                "{}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+                auth::COOKIE,
+                auth::SESSION_LIFETIME.as_secs()
+            );
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            r
+        }
+        auth::Login::Refused => {
+            log::warn!("admin: wrong token from {ip}");
+            dashboard::login_page(StatusCode::UNAUTHORIZED, "That is not the admin token.")
+        }
+        auth::Login::TooMany(wait) => {
+            log::warn!("admin: too many failed logins from {ip}");
+            let mut r = dashboard::login_page(StatusCode::TOO_MANY_REQUESTS, "Too many attempts. Wait a minute.");
+            if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            r
+        }
+    }
+}
+
+fn logout(app: &App, caller: &auth::Caller) -> Response<Body> {
+    if let auth::Caller::Session { id, .. } = caller {
+        app.sessions.logout(id);
+    }
+    let mut r = h::empty(StatusCode::NO_CONTENT);
+    let expired = format!("{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0", auth::COOKIE);
+    if let Ok(v) = HeaderValue::from_str(&expired) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+fn session(caller: &auth::Caller) -> Response<Body> {
+    let csrf = match caller {
+        auth::Caller::Session { csrf, .. } => Some(csrf.as_str()),
+        auth::Caller::Bearer => None,
+    };
+    h::json(StatusCode::OK, &serde_json::json!({ "csrf_token": csrf }))
+}
+
+fn redirect(to: &'static str) -> Response<Body> {
+    let mut r = h::empty(StatusCode::SEE_OTHER);
+    r.headers_mut().insert(header::LOCATION, HeaderValue::from_static(to));
+    r
 }
 
 fn list_calls(app: &App, uri: &http::Uri) -> Response<Body> {

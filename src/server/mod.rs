@@ -23,6 +23,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::calls::{Applied, Bus, BusMessage, CallEvent, Recorded, Store, StoreError};
 use crate::config::Config;
+use crate::dashboard::auth::Sessions;
+use crate::metrics::Metrics;
 use crate::twilio::signature::Validator;
 
 /// How long in-flight requests get to finish after shutdown begins.
@@ -49,12 +51,21 @@ pub struct App {
     pub started: Instant,
     /// Cancelled when the box shuts down; long-lived sessions (WebSockets) watch it.
     pub shutdown: CancellationToken,
+    /// Counters and histograms for `/metrics`.
+    pub metrics: Metrics,
+    /// Logged-in dashboard sessions.
+    pub sessions: Sessions,
 }
+
+/// The client address of a connection, attached to each of its requests.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
 
 impl App {
     /// Builds the shared state around an open store.
     pub fn new(config: Config, store: Store) -> Self {
         let validator = Validator::new(config.twilio.auth_token.expose(), config.public_url.clone());
+        let tls = config.tls.mode != crate::config::TlsMode::Off;
         Self {
             config,
             store,
@@ -63,6 +74,8 @@ impl App {
             store_failed: AtomicBool::new(false),
             started: Instant::now(),
             shutdown: CancellationToken::new(),
+            metrics: Metrics::new(tls),
+            sessions: Sessions::default(),
         }
     }
 
@@ -153,6 +166,7 @@ impl Server {
             move |req| admin::handle(admin_app.clone(), req),
         ));
         tracker.spawn(prune_loop(app.clone(), shutdown.clone()));
+        tracker.spawn(crate::dashboard::live::run(app.clone()));
 
         shutdown.cancelled().await;
         log::info!("shutting down: finishing in-flight requests");
@@ -204,7 +218,8 @@ async fn accept_loop<F, Fut>(
         let handler = handler.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            let service = service_fn(move |req| {
+            let service = service_fn(move |mut req: hyper::Request<Incoming>| {
+                req.extensions_mut().insert(PeerAddr(peer));
                 let fut = handler(req);
                 async move { Ok::<_, Infallible>(fut.await) }
             });

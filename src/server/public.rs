@@ -51,7 +51,18 @@ pub(super) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Bo
         r.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("POST"));
         return r;
     }
-    webhook_request(&app, webhook, req).await
+    let start = std::time::Instant::now();
+    let response = webhook_request(&app, webhook, req).await;
+    let route = match webhook {
+        Webhook::IncomingCall => "incoming-call",
+        Webhook::CallStatus => "call-status",
+        Webhook::StreamStatus => "stream-status",
+    };
+    app.metrics
+        .webhook_seconds
+        .get_or_create(&crate::metrics::RouteLabels { route: route.to_owned() })
+        .observe(start.elapsed().as_secs_f64());
+    response
 }
 
 fn health(app: &App, method: &Method) -> Response<Body> {

@@ -1,0 +1,217 @@
+// callbox dashboard: plain JavaScript, no build step, no third-party code. Every value from
+// the call log is written with textContent (caller IDs come from the phone network).
+"use strict";
+
+const state = { calls: new Map(), filter: "all", line: "", csrf: null, selected: null };
+
+async function api(path, options = {}) {
+  const headers = Object.assign({}, options.headers || {});
+  if (options.method && options.method !== "GET" && state.csrf) headers["X-CSRF-Token"] = state.csrf;
+  const r = await fetch(path, Object.assign({}, options, { headers, credentials: "same-origin" }));
+  if (r.status === 401) { location.href = "/login"; throw new Error("signed out"); }
+  return r;
+}
+
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  return e;
+}
+
+function fmtTime(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  const today = new Date();
+  const sameDay = d.toDateString() === today.toDateString();
+  return sameDay ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+                 : d.toLocaleDateString([], { month: "short", day: "numeric" }) + " " +
+                   d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+function fmtDuration(s) {
+  if (s === null || s === undefined) return "";
+  const m = Math.floor(s / 60), r = s % 60;
+  return m ? `${m}m ${r}s` : `${r}s`;
+}
+
+function media(call) {
+  const stopped = [...(call.events || [])].reverse().find(e => e.details && e.details.MediaEvent === "stopped");
+  const started = (call.events || []).find(e => e.details && e.details.Flow);
+  return {
+    outcome: stopped ? stopped.details.Outcome || "" : "",
+    recording: stopped ? stopped.details.Recording || "" : "",
+    flow: started ? started.details.Flow : "",
+  };
+}
+
+const FINAL = new Set(["completed", "busy", "failed", "no-answer", "canceled"]);
+const MISSED = new Set(["busy", "failed", "no-answer", "canceled"]);
+
+function isLive(c) { return !FINAL.has(c.status); }
+function isMissed(c) { return MISSED.has(c.status) || (c.status === "completed" && media(c).outcome === "hangup"); }
+function hasVoicemail(c) { return media(c).outcome === "message" || media(c).recording !== ""; }
+
+function callItem(c) {
+  const li = el("li", "call");
+  li.tabIndex = 0;
+  li.dataset.sid = c.call_sid;
+  const who = el("div", "who");
+  who.append(el("span", "from", c.caller_name || c.from || "unknown caller"));
+  if (c.caller_name && c.from) who.append(el("span", "sub", c.from));
+  const meta = el("div", "meta");
+  meta.append(el("span", "time", fmtTime(c.first_seen)));
+  if (c.to) meta.append(el("span", "line", c.to));
+  const right = el("div", "right");
+  const m = media(c);
+  const badge = el("span", "badge " + (isMissed(c) ? "missed" : c.status.replace(/[^a-z-]/g, "")), isMissed(c) ? "missed" : c.status);
+  right.append(badge);
+  if (hasVoicemail(c)) right.append(el("span", "badge voicemail", "voicemail"));
+  if (m.outcome === "front-desk") right.append(el("span", "badge desk", "front desk"));
+  if (c.duration_secs !== null && c.duration_secs !== undefined) right.append(el("span", "dur", fmtDuration(c.duration_secs)));
+  li.append(who, meta, right);
+  li.addEventListener("click", () => showDetail(c.call_sid));
+  li.addEventListener("keydown", e => { if (e.key === "Enter") showDetail(c.call_sid); });
+  return li;
+}
+
+function render() {
+  const all = [...state.calls.values()].sort((a, b) => (a.first_seen < b.first_seen ? 1 : -1));
+  const live = all.filter(isLive);
+  const liveList = document.getElementById("live");
+  liveList.replaceChildren(...live.map(callItem));
+  document.getElementById("live-count").textContent = live.length;
+  document.getElementById("live-empty").hidden = live.length > 0;
+
+  const lines = [...new Set(all.map(c => c.to).filter(Boolean))].sort();
+  const select = document.getElementById("line");
+  const current = select.value;
+  select.replaceChildren(el("option", null, "All lines"), ...lines.map(l => { const o = el("option", null, l); o.value = l; return o; }));
+  select.firstChild.value = "";
+  select.value = lines.includes(current) ? current : "";
+
+  const shown = all.filter(c => {
+    if (state.line && c.to !== state.line) return false;
+    if (state.filter === "missed") return isMissed(c);
+    if (state.filter === "voicemail") return hasVoicemail(c);
+    return true;
+  });
+  document.getElementById("calls").replaceChildren(...shown.map(callItem));
+  document.getElementById("calls-empty").hidden = shown.length > 0;
+  if (state.selected && state.calls.has(state.selected)) fillDetail(state.calls.get(state.selected));
+}
+
+function showDetail(sid) {
+  state.selected = sid;
+  const c = state.calls.get(sid);
+  if (!c) return;
+  fillDetail(c, true);
+  const d = document.getElementById("detail");
+  d.hidden = false;
+  d.scrollIntoView({ behavior: "smooth", block: "start" });
+}
+
+function fillDetail(c, fresh) {
+  document.getElementById("detail-title").textContent = c.caller_name || c.from || c.call_sid;
+  const facts = document.getElementById("detail-facts");
+  const m = media(c);
+  const rows = [
+    ["Caller", c.from], ["Line", c.to], ["Status", c.status], ["Arrived", fmtTime(c.first_seen)],
+    ["Answered", fmtTime(c.answered_at)], ["Ended", fmtTime(c.ended_at)], ["Duration", fmtDuration(c.duration_secs)],
+    ["Flow", m.flow], ["Outcome", m.outcome], ["Call SID", c.call_sid],
+  ].filter(([, v]) => v);
+  facts.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", null, k), el("dd", null, v)]));
+  const player = document.getElementById("player");
+  const audio = document.getElementById("audio");
+  if (m.recording) {
+    const src = `/api/v1/calls/${encodeURIComponent(c.call_sid)}/recording`;
+    if (fresh || audio.dataset.src !== src) { audio.dataset.src = src; audio.src = src; }
+    player.hidden = false;
+  } else {
+    player.hidden = true;
+    audio.removeAttribute("src");
+  }
+  const tl = document.getElementById("timeline");
+  tl.replaceChildren(...(c.events || []).map(e => {
+    const li = el("li");
+    const what = e.status || (e.details && (e.details.MediaEvent || e.details.StreamEvent)) || e.source;
+    li.append(el("span", "time", fmtTime(e.received_at)), el("span", "what", `${e.source}: ${what}`));
+    if (e.details && e.details.Digits) li.append(el("span", "sub", `digits ${e.details.Digits}`));
+    return li;
+  }));
+}
+
+async function loadCalls() {
+  const r = await api("/api/v1/calls?limit=200");
+  const page = await r.json();
+  state.calls = new Map(page.calls.map(c => [c.call_sid, c]));
+  render();
+}
+
+async function loadStatus() {
+  try {
+    const h = await (await api("/api/v1/health")).json();
+    const chip = document.getElementById("health");
+    let text = h.status === "ok" ? "healthy" : h.status;
+    const cert = h.certificate || h.tls;
+    if (cert && cert.not_after) text += " · cert until " + new Date(cert.not_after).toLocaleDateString();
+    chip.textContent = text;
+    chip.className = "chip " + (h.status === "ok" ? "ok" : "bad");
+    document.getElementById("footer").textContent = `callbox ${h.version} · ${h.calls} calls in the log · ${h.public_url}`;
+  } catch (e) { /* shown on the next poll */ }
+  try {
+    const r = await api("/api/v1/indicators");
+    if (r.ok) {
+      const ind = await r.json();
+      const chip = document.getElementById("indicator");
+      chip.textContent = ind.state ? String(ind.state).replace(/_/g, "-") : "lights";
+      chip.className = "chip";
+      const waiting = ind.message_waiting === true || ind.state === "message-waiting" || ind.state === "message_waiting";
+      document.getElementById("message-banner").hidden = !waiting;
+    } else {
+      document.getElementById("indicator").hidden = true;
+    }
+  } catch (e) { /* ignore */ }
+}
+
+function connectLive() {
+  const es = new EventSource("/api/v1/events");
+  es.addEventListener("call", ev => {
+    const c = JSON.parse(ev.data);
+    state.calls.set(c.call_sid, c);
+    render();
+    loadStatus();
+  });
+  es.addEventListener("resync", () => loadCalls());
+  es.onerror = () => { /* EventSource reconnects by itself (retry: 3000) */ };
+}
+
+async function main() {
+  const s = await (await api("/api/v1/session")).json();
+  state.csrf = s.csrf_token;
+  document.querySelectorAll("[data-filter]").forEach(b => b.addEventListener("click", () => {
+    state.filter = b.dataset.filter;
+    document.querySelectorAll("[data-filter]").forEach(x => x.classList.toggle("on", x === b));
+    render();
+  }));
+  document.getElementById("line").addEventListener("change", e => { state.line = e.target.value; render(); });
+  document.getElementById("detail-close").addEventListener("click", () => {
+    state.selected = null;
+    document.getElementById("detail").hidden = true;
+  });
+  document.getElementById("ack").addEventListener("click", async () => {
+    const r = await api("/api/v1/indicators/ack", { method: "POST" });
+    if (r.ok) document.getElementById("message-banner").hidden = true;
+    loadStatus();
+  });
+  document.getElementById("logout").addEventListener("click", async () => {
+    await api("/logout", { method: "POST" });
+    location.href = "/login";
+  });
+  await loadCalls();
+  connectLive();
+  loadStatus();
+  setInterval(loadStatus, 30000);
+}
+
+main();

@@ -1,0 +1,146 @@
+//! Who may use the admin listener: the owner's browser (a session cookie from the login form,
+//! with a CSRF token for every state-changing request) or a script (`Authorization: Bearer`).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use subtle::ConstantTimeEq;
+
+/// Name of the session cookie.
+pub const COOKIE: &str = "callbox_session";
+/// How long a login lasts.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// Sessions kept at once; the oldest is dropped beyond this (a shop has a few devices).
+const MAX_SESSIONS: usize = 64;
+/// Failed logins allowed per client address per window before it must wait.
+const MAX_FAILURES: u32 = 5;
+/// The login rate-limit window.
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+/// How a request proved it may use the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// `Authorization: Bearer <admin token>`: a script; no CSRF risk (no ambient credential).
+    Bearer,
+    /// The session cookie of a logged-in browser, with the CSRF token it must echo.
+    Session {
+        /// The session id (the cookie value).
+        id: String,
+        /// The token state-changing requests must send in `X-CSRF-Token`.
+        csrf: String,
+    },
+}
+
+#[derive(Debug)]
+struct Session {
+    csrf: String,
+    created: Instant,
+}
+
+/// Logged-in browser sessions and the login rate limit. In memory: a restart logs everyone out.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    sessions: Mutex<HashMap<String, Session>>,
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+/// The outcome of a login attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Login {
+    /// Logged in: set this session id as the cookie.
+    Ok(String),
+    /// Wrong token.
+    Refused,
+    /// Too many failures from this address; try again after this long.
+    TooMany(Duration),
+}
+
+impl Sessions {
+    /// Checks `token` against the admin token for a client at `ip`.
+    pub fn login(&self, ip: IpAddr, token: &str, admin_token: &str) -> Login {
+        let now = Instant::now();
+        {
+            let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((count, since)) = failures.get(&ip)
+                && *count >= MAX_FAILURES
+                && now.duration_since(*since) < FAILURE_WINDOW
+            {
+                return Login::TooMany(FAILURE_WINDOW - now.duration_since(*since));
+            }
+        }
+        if admin_token.is_empty() || !bool::from(token.as_bytes().ct_eq(admin_token.as_bytes())) {
+            let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = failures.entry(ip).or_insert((0, now));
+            if now.duration_since(entry.1) >= FAILURE_WINDOW {
+                *entry = (0, now);
+            }
+            entry.0 += 1;
+            // Forget stale entries so the map cannot grow without bound.
+            failures.retain(|_, (_, since)| now.duration_since(*since) < FAILURE_WINDOW);
+            return Login::Refused;
+        }
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&ip);
+        let id = random_hex();
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.retain(|_, s| now.duration_since(s.created) < SESSION_LIFETIME);
+        if sessions.len() >= MAX_SESSIONS
+            && let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.created).map(|(k, _)| k.clone())
+        {
+            sessions.remove(&oldest);
+        }
+        sessions.insert(id.clone(), Session { csrf: random_hex(), created: now });
+        Login::Ok(id)
+    }
+
+    /// The session for a cookie value, if it is live.
+    pub fn caller(&self, id: &str) -> Option<Caller> {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let s = sessions.get(id)?;
+        (s.created.elapsed() < SESSION_LIFETIME).then(|| Caller::Session { id: id.to_owned(), csrf: s.csrf.clone() })
+    }
+
+    /// Ends a session.
+    pub fn logout(&self, id: &str) {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+}
+
+/// Reads one cookie's value from a `Cookie` header.
+pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header.split(';').filter_map(|kv| kv.trim().split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
+}
+
+fn random_hex() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_logout_and_rate_limit() {
+        let s = Sessions::default();
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let Login::Ok(id) = s.login(ip, "right-token-0123456", "right-token-0123456") else { panic!() };
+        assert!(matches!(s.caller(&id), Some(Caller::Session { .. })));
+        s.logout(&id);
+        assert_eq!(s.caller(&id), None);
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(s.login(ip, "wrong", "right-token-0123456"), Login::Refused);
+        }
+        assert!(matches!(s.login(ip, "right-token-0123456", "right-token-0123456"), Login::TooMany(_)));
+        // Another address is not affected.
+        let other: IpAddr = "192.0.2.8".parse().unwrap();
+        assert!(matches!(s.login(other, "right-token-0123456", "right-token-0123456"), Login::Ok(_)));
+    }
+
+    #[test]
+    fn cookie_parsing() {
+        assert_eq!(cookie("a=1; callbox_session=abc; b=2", COOKIE), Some("abc"));
+        assert_eq!(cookie("a=1", COOKIE), None);
+    }
+}

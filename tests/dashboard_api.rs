@@ -1,0 +1,322 @@
+//! The owner's dashboard over real HTTP: login, sessions, CSRF, metrics, CSV export and
+//! voicemail playback with range requests. (tests/browser.rs drives the page itself.)
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use callbox::calls::{CallEvent, EventSource};
+use common::*;
+use http::{Method, StatusCode};
+
+async fn admin(server: &TestServer, method: Method, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    request(server.admin, method, path, headers, Bytes::from(body.to_owned())).await
+}
+
+async fn log_in(server: &TestServer) -> String {
+    let form = format!("token={ADMIN_TOKEN}");
+    let r =
+        admin(server, Method::POST, "/login", &[("content-type", "application/x-www-form-urlencoded")], &form).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
+    let cookie = r.headers["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn login_session_csrf_and_logout() {
+    let server = TestServer::start().await;
+    let host = server.admin.to_string();
+    // Not logged in: the page sends the browser to the login form, the API says 401.
+    let r = admin(&server, Method::GET, "/", &[], "").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.headers["location"], "/login");
+    for path in ["/api/v1/calls", "/api/v1/events", "/metrics", "/api/v1/calls.csv"] {
+        assert_eq!(admin(&server, Method::GET, path, &[], "").await.status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let r =
+        admin(&server, Method::POST, "/login", &[("content-type", "application/x-www-form-urlencoded")], "token=nope")
+            .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(!r.headers.contains_key("set-cookie"));
+
+    let cookie = log_in(&server).await;
+    let page = admin(&server, Method::GET, "/", &[("cookie", &cookie)], "").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text().contains("<script src=\"/assets/app.js\""));
+    assert!(page.headers["content-security-policy"].to_str().unwrap().contains("default-src 'self'"));
+    assert_eq!(admin(&server, Method::GET, "/api/v1/calls", &[("cookie", &cookie)], "").await.status, StatusCode::OK);
+    let csrf = admin(&server, Method::GET, "/api/v1/session", &[("cookie", &cookie)], "").await.json()["csrf_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Cross-site POSTs riding on the cookie are refused: no token, a wrong token, a foreign
+    // origin, or a browser that says the request is cross-site.
+    let h = |extra: &[(&'static str, &'static str)]| {
+        let mut v: Vec<(&str, String)> = vec![("cookie", cookie.clone()), ("host", host.clone())];
+        v.extend(extra.iter().map(|(k, val)| (*k, (*val).to_owned())));
+        v
+    };
+    let with_csrf = |mut v: Vec<(&'static str, String)>| {
+        v.push(("x-csrf-token", csrf.clone()));
+        v
+    };
+    for headers in [
+        h(&[]),
+        h(&[("x-csrf-token", "forged")]),
+        with_csrf(h(&[("origin", "https://evil.example")])),
+        with_csrf(h(&[("sec-fetch-site", "cross-site")])),
+    ] {
+        let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(admin(&server, Method::POST, "/logout", &refs, "").await.status, StatusCode::FORBIDDEN, "{refs:?}");
+    }
+    // Still logged in; a same-origin logout with the token works and ends the session.
+    let origin = format!("http://{host}");
+    let ok = with_csrf(vec![
+        ("cookie", cookie.clone()),
+        ("origin", origin.clone()),
+        ("sec-fetch-site", "same-origin".into()),
+    ]);
+    let refs: Vec<(&str, &str)> = ok.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = admin(&server, Method::POST, "/logout", &refs, "").await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert!(r.headers["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    assert_eq!(
+        admin(&server, Method::GET, "/api/v1/calls", &[("cookie", &cookie)], "").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn login_is_rate_limited() {
+    let server = TestServer::start().await;
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    for _ in 0..5 {
+        assert_eq!(admin(&server, Method::POST, "/login", &form, "token=guess").await.status, StatusCode::UNAUTHORIZED);
+    }
+    // Even the right token waits now.
+    let r = admin(&server, Method::POST, "/login", &form, &format!("token={ADMIN_TOKEN}")).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers.contains_key("retry-after"));
+}
+
+fn place_call<'a>(sid: &'a str, to: &'a str) -> Vec<(&'static str, &'a str)> {
+    vec![("CallSid", sid), ("From", "+15035550123"), ("To", to), ("CallStatus", "ringing")]
+}
+
+#[tokio::test]
+async fn metrics_parse_and_count_the_calls_placed() {
+    let server = TestServer::start().await;
+    let service = "+15035550100";
+    let parts = "+15035550199";
+    let mut webhooks = 0;
+    for (i, (line, status)) in
+        [(service, "completed"), (service, "completed"), (service, "no-answer"), (parts, "completed"), (parts, "busy")]
+            .iter()
+            .enumerate()
+    {
+        let sid = format!("CA9{i:03}");
+        assert_eq!(
+            server.post_signed("/api/v1/webhooks/incoming-call", &place_call(&sid, line)).await.status,
+            StatusCode::OK
+        );
+        let p = [("CallSid", sid.as_str()), ("CallStatus", *status), ("SequenceNumber", "3"), ("To", line)];
+        assert_eq!(server.post_signed("/api/v1/webhooks/call-status", &p).await.status, StatusCode::NO_CONTENT);
+        // A retry must not count twice.
+        assert_eq!(server.post_signed("/api/v1/webhooks/call-status", &p).await.status, StatusCode::NO_CONTENT);
+        webhooks += 3;
+    }
+    // One call still ringing.
+    assert_eq!(
+        server.post_signed("/api/v1/webhooks/incoming-call", &place_call("CA9100", service)).await.status,
+        StatusCode::OK
+    );
+    webhooks += 1;
+
+    // The live board follows the bus asynchronously: poll until it has seen everything.
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let mut scrape = None;
+    for _ in 0..100 {
+        let r = admin(&server, Method::GET, "/metrics", &[("authorization", &auth)], "").await;
+        assert_eq!(r.status, StatusCode::OK);
+        let text = r.text();
+        let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+        let total: f64 = parsed
+            .samples
+            .iter()
+            .filter(|s| s.metric == "callbox_calls_total")
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum();
+        if total >= 5.0 {
+            scrape = Some(parsed);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let scrape = scrape.expect("finished calls never showed in /metrics");
+    let mut calls = BTreeMap::new();
+    let mut active = None;
+    let mut webhook_count = 0.0;
+    for s in &scrape.samples {
+        match (s.metric.as_str(), &s.value) {
+            // OpenMetrics names the family `callbox_calls` and the sample `callbox_calls_total`;
+            // this parser then reports the sample as untyped.
+            ("callbox_calls_total", prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v)) => {
+                calls
+                    .insert((s.labels.get("status").unwrap().to_owned(), s.labels.get("line").unwrap().to_owned()), *v);
+            }
+            ("callbox_active_calls", prometheus_parse::Value::Gauge(v)) => active = Some(*v),
+            ("callbox_webhook_seconds", prometheus_parse::Value::Histogram(buckets)) => {
+                webhook_count += buckets.iter().find(|b| b.less_than.is_infinite()).map_or(0.0, |b| b.count);
+            }
+            _ => {}
+        }
+    }
+    let expected: BTreeMap<(String, String), f64> = [
+        (("completed", service), 2.0),
+        (("no-answer", service), 1.0),
+        (("completed", parts), 1.0),
+        (("busy", parts), 1.0),
+    ]
+    .iter()
+    .map(|((s, l), v)| ((s.to_string(), l.to_string()), *v))
+    .collect();
+    assert_eq!(calls, expected);
+    assert_eq!(active, Some(1.0));
+    assert_eq!(webhook_count, f64::from(webhooks));
+    assert!(scrape.samples.iter().any(|s| s.metric == "callbox_store_bytes"));
+}
+
+#[tokio::test]
+async fn csv_export_round_trips_awkward_values() {
+    let server = TestServer::start().await;
+    let names = ["Müller, \"Bob\" & Söhne 🚗", "plain", "line\nbreak, and \"quotes\""];
+    for (i, name) in names.iter().enumerate() {
+        let sid = format!("CA8{i:03}");
+        let p = [("CallSid", sid.as_str()), ("From", "+1, \"555\""), ("To", "+15035550100"), ("CallerName", name)];
+        assert_eq!(server.post_signed("/api/v1/webhooks/incoming-call", &p).await.status, StatusCode::OK);
+    }
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let r = admin(&server, Method::GET, "/api/v1/calls.csv", &[("authorization", &auth)], "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.headers["content-type"].to_str().unwrap().starts_with("text/csv"));
+    let mut reader = csv::Reader::from_reader(r.body.as_ref());
+    let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_owned).collect();
+    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 3);
+    for (row, name) in rows.iter().zip(names) {
+        assert_eq!(&row[col("caller_name")], name);
+        assert_eq!(&row[col("from")], "+1, \"555\"");
+    }
+    // A date range that excludes today is empty; a bad date is a clear 400.
+    let r =
+        admin(&server, Method::GET, "/api/v1/calls.csv?from=2020-01-01&to=2020-01-31", &[("authorization", &auth)], "")
+            .await;
+    assert_eq!(csv::Reader::from_reader(r.body.as_ref()).records().count(), 0);
+    let r = admin(&server, Method::GET, "/api/v1/calls.csv?from=yesterday", &[("authorization", &auth)], "").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+/// A minimal valid WAV (8 kHz mono 16-bit) of `samples` samples.
+pub fn wav_bytes(samples: usize) -> Vec<u8> {
+    let data_len = (samples * 2) as u32;
+    let mut v = Vec::new();
+    v.extend_from_slice(b"RIFF");
+    v.extend_from_slice(&(36 + data_len).to_le_bytes());
+    v.extend_from_slice(b"WAVEfmt ");
+    v.extend_from_slice(&16u32.to_le_bytes());
+    v.extend_from_slice(&1u16.to_le_bytes());
+    v.extend_from_slice(&1u16.to_le_bytes());
+    v.extend_from_slice(&8000u32.to_le_bytes());
+    v.extend_from_slice(&16000u32.to_le_bytes());
+    v.extend_from_slice(&2u16.to_le_bytes());
+    v.extend_from_slice(&16u16.to_le_bytes());
+    v.extend_from_slice(b"data");
+    v.extend_from_slice(&data_len.to_le_bytes());
+    for i in 0..samples {
+        let s = ((i as f64 * 440.0 * std::f64::consts::TAU / 8000.0).sin() * 8000.0) as i16;
+        v.extend_from_slice(&s.to_le_bytes());
+    }
+    v
+}
+
+#[tokio::test]
+async fn recordings_are_served_with_ranges_and_only_from_the_data_dir() {
+    let server = TestServer::start().await;
+    let wav = wav_bytes(8000);
+    std::fs::create_dir_all(server.dir.path().join("recordings")).unwrap();
+    std::fs::write(server.dir.path().join("recordings/CA7700.wav"), &wav).unwrap();
+    for (sid, path) in [("CA7700", "recordings/CA7700.wav"), ("CA7701", "../../etc/passwd"), ("CA7702", "/etc/passwd")]
+    {
+        let event = CallEvent {
+            call_sid: sid.into(),
+            source: EventSource::MediaStream,
+            status: None,
+            sequence: None,
+            twilio_timestamp: None,
+            received_at: jiff::Timestamp::now(),
+            from: None,
+            to: None,
+            direction: None,
+            duration_secs: None,
+            dedupe_key: "media:MZ1:stopped".into(),
+            details: [("MediaEvent", "stopped"), ("Outcome", "message"), ("Recording", path)]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        server.app.record_event(event).await.unwrap();
+    }
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let whole = admin(&server, Method::GET, "/api/v1/calls/CA7700/recording", &[("authorization", &auth)], "").await;
+    assert_eq!(whole.status, StatusCode::OK);
+    assert_eq!(whole.headers["content-type"], "audio/wav");
+    assert_eq!(whole.headers["accept-ranges"], "bytes");
+    assert_eq!(whole.body.as_ref(), wav.as_slice());
+    let part = admin(
+        &server,
+        Method::GET,
+        "/api/v1/calls/CA7700/recording",
+        &[("authorization", &auth), ("range", "bytes=44-99")],
+        "",
+    )
+    .await;
+    assert_eq!(part.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(part.headers["content-range"], format!("bytes 44-99/{}", wav.len()).as_str());
+    assert_eq!(part.body.as_ref(), &wav[44..100]);
+    let tail = admin(
+        &server,
+        Method::GET,
+        "/api/v1/calls/CA7700/recording",
+        &[("authorization", &auth), ("range", "bytes=-10")],
+        "",
+    )
+    .await;
+    assert_eq!(tail.body.as_ref(), &wav[wav.len() - 10..]);
+    let bad = admin(
+        &server,
+        Method::GET,
+        "/api/v1/calls/CA7700/recording",
+        &[("authorization", &auth), ("range", "bytes=99999999-")],
+        "",
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    for sid in ["CA7701", "CA7702", "CA0000"] {
+        let r = admin(&server, Method::GET, &format!("/api/v1/calls/{sid}/recording"), &[("authorization", &auth)], "")
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{sid}");
+    }
+    assert_eq!(
+        admin(&server, Method::GET, "/api/v1/calls/CA7700/recording", &[], "").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
