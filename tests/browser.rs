@@ -1,0 +1,271 @@
+//! The dashboard in a real browser: headless Chromium driven over WebDriver (chromedriver),
+//! against the real server. Screenshots at phone and desktop widths go to
+//! `target/screenshots/` for a person to look at; the layout check fails on text that
+//! overflows the page or overlaps other text.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (.ci/run installs them).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use callbox::calls::{CallEvent, EventSource};
+use common::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+use http::StatusCode;
+use serde_json::json;
+
+struct Driver {
+    child: Child,
+    port: u16,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn browser() -> (Driver, Client) {
+    let port = free_port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver (Debian package chromium-driver)");
+    let profile = tempfile::tempdir().unwrap();
+    let driver = Driver { child, port, _profile: profile };
+    let caps = json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--disable-quic", "--autoplay-policy=no-user-gesture-required",
+                format!("--user-data-dir={}", driver._profile.path().display()),
+            ]
+        }
+    });
+    let caps = match caps {
+        serde_json::Value::Object(m) => m,
+        _ => unreachable!(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match ClientBuilder::rustls()
+            .unwrap()
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{}", driver.port))
+            .await
+        {
+            Ok(client) => return (driver, client),
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("cannot start a browser session: {e}"),
+        }
+    }
+}
+
+/// Polls a JavaScript expression until it is truthy.
+async fn wait_js(c: &Client, expr: &str, what: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = c.execute(&format!("return ({expr});"), vec![]).await.unwrap();
+        if !(v.is_null() || v == json!(false) || v == json!(0) || v == json!("")) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn screenshot_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Text that spills out of the page or sits on top of other text, as (element, problem) lines.
+const LAYOUT_CHECK: &str = r#"
+const problems = [];
+const vw = document.documentElement.clientWidth;
+if (document.documentElement.scrollWidth > vw + 1) problems.push(`page scrolls sideways: ${document.documentElement.scrollWidth} > ${vw}`);
+const leaves = [...document.querySelectorAll('body *')].filter(e => {
+  if (!e.offsetParent && getComputedStyle(e).position !== 'fixed') return false;
+  return [...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+});
+const boxes = leaves.map(e => ({ e, r: e.getBoundingClientRect() })).filter(b => b.r.width > 0 && b.r.height > 0);
+for (const b of boxes) {
+  if (b.r.right > vw + 1 || b.r.left < -1) problems.push(`off-screen: ${b.e.tagName}.${b.e.className} "${b.e.textContent.trim().slice(0, 30)}"`);
+  if (b.e.scrollWidth > b.e.clientWidth + 1 && getComputedStyle(b.e).overflowX !== 'visible') problems.push(`cut off: ${b.e.tagName}.${b.e.className}`);
+}
+for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+  const a = boxes[i], b = boxes[j];
+  if (a.e.contains(b.e) || b.e.contains(a.e)) continue;
+  const ox = Math.min(a.r.right, b.r.right) - Math.max(a.r.left, b.r.left);
+  const oy = Math.min(a.r.bottom, b.r.bottom) - Math.max(a.r.top, b.r.top);
+  if (ox > 2 && oy > 2) problems.push(`overlap: "${a.e.textContent.trim().slice(0, 20)}" and "${b.e.textContent.trim().slice(0, 20)}"`);
+}
+return problems;
+"#;
+
+async fn check_layout_and_screenshot(c: &Client, name: &str, width: u32, height: u32) {
+    c.set_window_size(width, height).await.unwrap();
+    c.execute("window.scrollTo(0, 0); return true;", vec![]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let png = c.screenshot().await.unwrap();
+    let path = screenshot_dir().join(format!("{name}-{width}.png"));
+    std::fs::write(&path, png).unwrap();
+    let problems = c.execute(LAYOUT_CHECK, vec![]).await.unwrap();
+    assert_eq!(problems, json!([]), "layout problems at {width}px ({}):", path.display());
+}
+
+/// A call with a voicemail, the way the media flow leaves it in the log.
+async fn place_voicemail_call(server: &TestServer, sid: &str) {
+    let p = [
+        ("CallSid", sid),
+        ("From", "+15035550123"),
+        ("To", "+15035550100"),
+        ("CallStatus", "ringing"),
+        ("CallerName", "Zoë Müller-Long-Name Auto Repair Customer"),
+    ];
+    assert_eq!(server.post_signed("/api/v1/webhooks/incoming-call", &p).await.status, StatusCode::OK);
+    let wav = wav(16000);
+    std::fs::create_dir_all(server.dir.path().join("recordings")).unwrap();
+    std::fs::write(server.dir.path().join(format!("recordings/{sid}.wav")), wav).unwrap();
+    let details = [
+        ("MediaEvent", "stopped"),
+        ("Flow", "voicemail"),
+        ("Outcome", "message"),
+        ("Recording", &format!("recordings/{sid}.wav")),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let stopped = CallEvent {
+        call_sid: sid.into(),
+        source: EventSource::MediaStream,
+        status: None,
+        sequence: None,
+        twilio_timestamp: None,
+        received_at: jiff::Timestamp::now(),
+        from: None,
+        to: None,
+        direction: None,
+        duration_secs: None,
+        dedupe_key: "media:MZ1:stopped".into(),
+        details,
+    };
+    server.app.record_event(stopped).await.unwrap();
+    let p = [("CallSid", sid), ("CallStatus", "completed"), ("SequenceNumber", "3"), ("CallDuration", "14")];
+    assert_eq!(server.post_signed("/api/v1/webhooks/call-status", &p).await.status, StatusCode::NO_CONTENT);
+}
+
+fn wav(samples: usize) -> Vec<u8> {
+    let data_len = (samples * 2) as u32;
+    let mut v = Vec::new();
+    for part in [
+        &b"RIFF"[..],
+        &(36 + data_len).to_le_bytes(),
+        b"WAVEfmt ",
+        &16u32.to_le_bytes(),
+        &1u16.to_le_bytes(),
+        &1u16.to_le_bytes(),
+        &8000u32.to_le_bytes(),
+        &16000u32.to_le_bytes(),
+        &2u16.to_le_bytes(),
+        &16u16.to_le_bytes(),
+        b"data",
+        &data_len.to_le_bytes(),
+    ] {
+        v.extend_from_slice(part);
+    }
+    for i in 0..samples {
+        let s = ((i as f64 * 440.0 * std::f64::consts::TAU / 8000.0).sin() * 8000.0) as i16;
+        v.extend_from_slice(&s.to_le_bytes());
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_logs_in_watches_a_call_arrive_plays_it_and_logs_out() {
+    let server = TestServer::start().await;
+    let (_driver, c) = browser().await;
+    let base = format!("http://{}", server.admin);
+
+    // Not logged in: the login form. A wrong token is refused.
+    c.goto(&format!("{base}/")).await.unwrap();
+    assert!(c.current_url().await.unwrap().path().ends_with("/login"));
+    check_layout_and_screenshot(&c, "login", 390, 844).await;
+    c.find(Locator::Css("#token")).await.unwrap().send_keys("wrong-token").await.unwrap();
+    c.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
+    wait_js(&c, "document.querySelector('.error') && document.querySelector('.error').textContent.includes('not the admin token')", "the refusal").await;
+
+    // The right token: the board.
+    c.find(Locator::Css("#token")).await.unwrap().send_keys(ADMIN_TOKEN).await.unwrap();
+    c.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
+    wait_js(&c, "document.querySelector('#live-empty') && !document.querySelector('#live-empty').hidden", "the board")
+        .await;
+
+    // A call arrives while the page is open: it shows up live, without a reload.
+    let marker = c.execute("window.__sameDocument = 'yes'; return true;", vec![]).await.unwrap();
+    assert_eq!(marker, json!(true));
+    let ringing = [("CallSid", "CAb0001"), ("From", "+15035550123"), ("To", "+15035550100"), ("CallStatus", "ringing")];
+    assert_eq!(server.post_signed("/api/v1/webhooks/incoming-call", &ringing).await.status, StatusCode::OK);
+    wait_js(&c, "document.querySelector('#live [data-sid=CAb0001]')", "the ringing call on the live board").await;
+    place_voicemail_call(&server, "CAb0002").await;
+    wait_js(
+        &c,
+        "document.querySelector('#calls [data-sid=CAb0002] .badge.voicemail')",
+        "the voicemail call in the list",
+    )
+    .await;
+    assert_eq!(c.execute("return window.__sameDocument;", vec![]).await.unwrap(), json!("yes"), "the page reloaded");
+
+    // Its detail, with a playable recording.
+    c.find(Locator::Css("#calls [data-sid=CAb0002]")).await.unwrap().click().await.unwrap();
+    wait_js(&c, "!document.querySelector('#detail').hidden", "the call's detail").await;
+    let duration = wait_js(
+        &c,
+        "document.querySelector('#audio').duration > 0 && document.querySelector('#audio').duration",
+        "the recording's duration",
+    )
+    .await;
+    let secs = duration.as_f64().unwrap();
+    assert!((secs - 2.0).abs() < 0.05, "16000 samples at 8 kHz are 2 s, the player says {secs}");
+    let timeline = c.find(Locator::Css("#timeline")).await.unwrap().text().await.unwrap();
+    assert!(timeline.contains("completed"), "{timeline}");
+
+    // Filters.
+    c.find(Locator::Css("[data-filter=voicemail]")).await.unwrap().click().await.unwrap();
+    wait_js(
+        &c,
+        "!document.querySelector('#calls [data-sid=CAb0001]') && document.querySelector('#calls [data-sid=CAb0002]')",
+        "the voicemail filter",
+    )
+    .await;
+
+    check_layout_and_screenshot(&c, "dashboard", 390, 844).await;
+    check_layout_and_screenshot(&c, "dashboard", 1280, 900).await;
+
+    // Sign out: back to the login form, and the API no longer answers this browser.
+    c.find(Locator::Css("#logout")).await.unwrap().click().await.unwrap();
+    wait_js(&c, "location.pathname === '/login'", "the login page after signing out").await;
+    let status = c.execute_async("fetch('/api/v1/calls').then(r => arguments[0](r.status));", vec![]).await.unwrap();
+    assert_eq!(status, json!(401));
+    c.close().await.unwrap();
+}
