@@ -14,4 +14,5 @@ pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod server;
+pub mod tls;
 pub mod twilio;

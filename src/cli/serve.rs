@@ -78,9 +78,13 @@ async fn serve(mut config: Config, listen: Option<SocketAddr>, admin_listen: Opt
         config = config.with_public_url(PublicUrl::parse(&format!("http://127.0.0.1:{}", public_addr.port()))?);
     }
 
+    let shutdown = CancellationToken::new();
+    let tls = crate::tls::Tls::start(&config, shutdown.clone()).await?;
+    let public_scheme = if tls.acceptor().is_some() { "https" } else { "http" };
+
     let mut out = std::io::stdout().lock();
     writeln!(out, "callbox {} serving", env!("CARGO_PKG_VERSION"))?;
-    writeln!(out, "  public listener (Twilio): http://{public_addr}")?;
+    writeln!(out, "  public listener (Twilio): {public_scheme}://{public_addr}")?;
     writeln!(out, "  admin listener (LAN):     http://{admin_addr}")?;
     writeln!(out, "  public_url:               {}", config.public_url)?;
     writeln!(out, "  call log:                 {}", config.storage.dir.display())?;
@@ -91,10 +95,9 @@ async fn serve(mut config: Config, listen: Option<SocketAddr>, admin_listen: Opt
     out.flush()?;
     drop(out);
 
-    let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    log::info!("serving Twilio on {public_addr}, admin on {admin_addr}");
-    Server::new(App::new(config, store), public, admin).run(shutdown).await;
+    log::info!("serving Twilio on {public_addr} ({public_scheme}), admin on {admin_addr}");
+    Server::new(App::new(config, store).with_tls(tls), public, admin).run(shutdown).await;
     Ok(())
 }
 

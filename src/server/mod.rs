@@ -18,11 +18,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::calls::{Applied, Bus, BusMessage, CallEvent, Recorded, Store, StoreError};
 use crate::config::Config;
+use crate::tls::Tls;
 use crate::twilio::signature::Validator;
 
 /// How long in-flight requests get to finish after shutdown begins.
@@ -49,6 +51,8 @@ pub struct App {
     pub started: Instant,
     /// Cancelled when the box shuts down; long-lived sessions (WebSockets) watch it.
     pub shutdown: CancellationToken,
+    /// TLS of the public listener and the certificate state.
+    pub tls: Tls,
 }
 
 impl App {
@@ -63,7 +67,14 @@ impl App {
             store_failed: AtomicBool::new(false),
             started: Instant::now(),
             shutdown: CancellationToken::new(),
+            tls: Tls::off(),
         }
+    }
+
+    /// Serves the public listener with `tls` (from [`Tls::start`]) instead of plain HTTP.
+    pub fn with_tls(mut self, tls: Tls) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// The one way events enter the call log: stored durably, then announced on the bus
@@ -131,9 +142,11 @@ impl Server {
         let header_timeout = app.config.server.header_timeout();
 
         let public_app = app.clone();
+        let public_tls = app.tls.acceptor().map(|a| (a, app.tls.handshake_timeout()));
         tracker.spawn(accept_loop(
             "public",
             public,
+            public_tls,
             limit.clone(),
             header_timeout,
             shutdown.clone(),
@@ -146,6 +159,7 @@ impl Server {
         tracker.spawn(accept_loop(
             "admin",
             admin,
+            None,
             admin_limit,
             header_timeout,
             shutdown.clone(),
@@ -158,7 +172,8 @@ impl Server {
         log::info!("shutting down: finishing in-flight requests");
         app.shutdown.cancel();
         tracker.close();
-        if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
+        if tokio::time::timeout(DRAIN_TIMEOUT, async { tokio::join!(tracker.wait(), app.tls.stopped()) }).await.is_err()
+        {
             log::warn!("shutdown: some connections did not finish within {DRAIN_TIMEOUT:?}; closing them");
         }
         match app.store.close() {
@@ -168,9 +183,11 @@ impl Server {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn accept_loop<F, Fut>(
     name: &'static str,
     listener: TcpListener,
+    tls: Option<(TlsAcceptor, Duration)>,
     limit: Arc<Semaphore>,
     header_timeout: Duration,
     shutdown: CancellationToken,
@@ -203,30 +220,64 @@ async fn accept_loop<F, Fut>(
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         tracker.spawn(async move {
-            let service = service_fn(move |req| {
-                let fut = handler(req);
-                async move { Ok::<_, Infallible>(fut.await) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(MAX_HEAD_BYTES)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                () = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                log::debug!("{name} connection from {peer}: {e}");
+            match tls {
+                None => serve_http(name, peer, TokioIo::new(stream), header_timeout, shutdown, handler).await,
+                // The handshake runs in the connection's task, under its permit and a deadline,
+                // so slow or silent clients cannot stall the accept loop.
+                Some((acceptor, timeout)) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(mut stream)) => {
+                        if stream.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
+                            // A TLS-ALPN-01 validator: the handshake was the whole answer.
+                            log::debug!("{name}: answered TLS-ALPN-01 validation from {peer}");
+                            let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+                        } else {
+                            serve_http(name, peer, TokioIo::new(stream), header_timeout, shutdown, handler).await;
+                        }
+                    }
+                    Ok(Err(e)) => log::debug!("{name} connection from {peer}: TLS handshake failed: {e}"),
+                    Err(_) => log::debug!("{name} connection from {peer}: TLS handshake not done within {timeout:?}"),
+                },
             }
             drop(permit);
         });
+    }
+}
+
+/// Serves HTTP/1.1 (with upgrades, for WebSockets) on one plain or TLS connection.
+async fn serve_http<I, F, Fut>(
+    name: &'static str,
+    peer: SocketAddr,
+    io: TokioIo<I>,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+    handler: F,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    F: Fn(hyper::Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = hyper::Response<http::Body>> + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let fut = handler(req);
+        async move { Ok::<_, Infallible>(fut.await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        log::debug!("{name} connection from {peer}: {e}");
     }
 }
 
