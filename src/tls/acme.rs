@@ -294,7 +294,6 @@ impl AcmeManager {
         // A fresh account object next time: cheap, and it drops any broken connection state.
         self.account = None;
         if e.is_account_gone() {
-            log::warn!("tls: the CA no longer knows the stored account; a new one will be created");
             let _ = std::fs::remove_file(self.dir.path(ACCOUNT_FILE));
         }
         self.state.failures += 1;
@@ -311,10 +310,10 @@ impl AcmeManager {
             None => "no certificate to serve yet".to_owned(),
         };
         log::warn!(
-            "tls: certificate order failed (attempt {} in a row): {}; {serving}; retrying in {}s at {at}",
+            "tls: certificate order failed (attempt {} in a row): {}; {serving}; retrying in {:.1}s at {at}",
             self.state.failures,
             super::error_chain(e),
-            delay.as_secs()
+            delay.as_secs_f64()
         );
         self.publish();
     }
@@ -364,7 +363,7 @@ impl AcmeManager {
             due: backstop,
             recheck: far,
             reason: format!(
-                "{:.0}% of the lifetime left on the certificate valid until {}",
+                "renewal point: {:.2}% of the lifetime left on the certificate valid until {}",
                 self.settings.renew_remaining * 100.0,
                 summary.not_after
             ),
@@ -519,16 +518,16 @@ impl AcmeManager {
     async fn order(&mut self, replaces: Option<CertificateIdentifier<'static>>) -> Result<LoadedCert, TlsError> {
         let account = self.account().await?;
         let ids: Vec<Identifier> = self.settings.domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
-        let mut order = match replaces {
-            Some(id) => match account.new_order(&NewOrder::new(&ids).replaces(id)).await {
-                Ok(o) => o,
-                Err(e) => {
-                    // Caddy does the same: a renewal must not fail because ARI bookkeeping did.
-                    log::warn!("tls: renewal order marked `replaces` was not accepted ({e}); ordering without it");
-                    account.new_order(&NewOrder::new(&ids)).await.map_err(|e| acme_err("creating the order", e))?
-                }
-            },
-            None => account.new_order(&NewOrder::new(&ids)).await.map_err(|e| acme_err("creating the order", e))?,
+        let mut order = match new_order(&account, &ids, replaces).await {
+            Err(e) if e.is_account_gone() => {
+                // The CA lost or deleted the account: make a new one and go on at once.
+                log::warn!("tls: the CA no longer knows the stored account ({e}); creating a new one");
+                let _ = std::fs::remove_file(self.dir.path(ACCOUNT_FILE));
+                self.account = None;
+                let account = self.account().await?;
+                new_order(&account, &ids, None).await?
+            }
+            other => other?,
         };
         self.prepare_challenges(&mut order).await?;
         let status = order.poll_ready(&poll_policy()).await.map_err(|e| acme_err("waiting for validation", e))?;
@@ -594,6 +593,21 @@ impl AcmeManager {
         }
         Ok(())
     }
+}
+
+async fn new_order(
+    account: &Account,
+    ids: &[Identifier],
+    replaces: Option<CertificateIdentifier<'static>>,
+) -> Result<Order, TlsError> {
+    if let Some(id) = replaces {
+        match account.new_order(&NewOrder::new(ids).replaces(id)).await {
+            Ok(o) => return Ok(o),
+            // Caddy does the same: a renewal must not fail because ARI bookkeeping did.
+            Err(e) => log::warn!("tls: renewal order marked `replaces` was not accepted ({e}); ordering without it"),
+        }
+    }
+    account.new_order(&NewOrder::new(ids)).await.map_err(|e| acme_err("creating the order", e))
 }
 
 async fn explain_invalid(order: &mut Order, status: OrderStatus) -> String {

@@ -9,10 +9,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rustls::pki_types::CertificateDer;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -89,6 +89,8 @@ impl TestServer {
         public_listener: TcpListener,
         tweak: impl FnOnce(&mut Config),
     ) -> Result<Self, callbox::tls::TlsError> {
+        // The box's log goes to the test's captured output (shown when a test fails).
+        let _ = env_logger::builder().is_test(true).filter_module("callbox", log::LevelFilter::Info).try_init();
         let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let public = public_listener.local_addr().unwrap();
         let admin = admin_listener.local_addr().unwrap();
@@ -117,7 +119,11 @@ impl TestServer {
     }
 
     /// Waits (bounded) until the TLS status satisfies `pred`; panics with the status otherwise.
-    pub async fn wait_tls(&self, what: &str, pred: impl Fn(&callbox::tls::TlsStatus) -> bool) -> callbox::tls::TlsStatus {
+    pub async fn wait_tls(
+        &self,
+        what: &str,
+        pred: impl Fn(&callbox::tls::TlsStatus) -> bool,
+    ) -> callbox::tls::TlsStatus {
         let mut rx = self.app.tls.status();
         let result = tokio::time::timeout(std::time::Duration::from_secs(60), async {
             loop {
@@ -198,7 +204,11 @@ pub struct TlsConn {
 
 impl TlsConn {
     /// Connects to `addr` with SNI `server_name`, trusting only `roots`.
-    pub async fn connect(addr: SocketAddr, server_name: &str, roots: &[CertificateDer<'static>]) -> std::io::Result<Self> {
+    pub async fn connect(
+        addr: SocketAddr,
+        server_name: &str,
+        roots: &[CertificateDer<'static>],
+    ) -> std::io::Result<Self> {
         let mut store = rustls::RootCertStore::empty();
         for r in roots {
             store.add(r.clone()).map_err(std::io::Error::other)?;
