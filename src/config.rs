@@ -837,4 +837,57 @@ mod tests {
         let e = Config::from_toml("public_urll = \"x\"\n", Path::new("t.toml"), &none).unwrap_err();
         assert!(e.to_string().contains("public_urll"), "{e}");
     }
+
+    fn tls_config(tls: &str) -> Result<Config, ConfigError> {
+        let env =
+            EnvSecrets { twilio_auth_token: Some("tok".into()), admin_token: Some("admin-token-0123456789".into()) };
+        let text = format!("public_url = \"https://shop.example.com\"\n[storage]\ndir = \"/tmp/x\"\n{tls}");
+        Config::from_toml(&text, Path::new("t.toml"), &env)
+    }
+
+    #[test]
+    fn tls_keys_are_validated_with_the_key_named() {
+        for (tls, key) in [
+            ("[tls]\nmode = \"files\"\n", "tls.cert_file"),
+            ("[tls]\nmode = \"files\"\ncert_file = \"/c.pem\"\n", "tls.key_file"),
+            ("[tls]\nmode = \"acme\"\n[tls.acme]\ndirectory = \"ftp://ca\"\n", "tls.acme.directory"),
+            ("[tls]\nmode = \"acme\"\n[tls.acme]\ncontact = \"owner at shop\"\n", "tls.acme.contact"),
+            ("[tls]\nmode = \"acme\"\n[tls.acme]\ndomains = [\"*.shop.example.com\"]\n", "tls.acme.domains"),
+            ("[tls]\nmode = \"acme\"\n[tls.acme]\neab_kid = \"kid-1\"\n", "tls.acme.eab_kid"),
+            ("[tls]\nmode = \"acme\"\n[tls.acme]\nrenew_remaining = 1.5\n", "tls.acme.renew_remaining"),
+            ("[tls]\nmode = \"acme\"\n[tls.acme]\nretry_initial_secs = 0\n", "tls.acme.retry_initial_secs"),
+            ("[tls]\nmode = \"acme\"\n[tls.acme]\nchallenge = \"dns-01\"\n", "challenge"),
+        ] {
+            let err = tls_config(tls).unwrap_err().to_string();
+            assert!(err.contains(key), "{tls:?}: {err}");
+        }
+        let env =
+            EnvSecrets { twilio_auth_token: Some("tok".into()), admin_token: Some("admin-token-0123456789".into()) };
+        let err = Config::from_toml(
+            "public_url = \"http://shop.example.com\"\n[storage]\ndir = \"/x\"\n",
+            Path::new("t"),
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("public_url") && err.contains("https"), "{err}");
+    }
+
+    #[test]
+    fn acme_defaults_and_named_directories() {
+        let c = tls_config("[tls]\nmode = \"acme\"\n").unwrap();
+        assert_eq!(c.tls.acme.directory_url(), LETS_ENCRYPT_PRODUCTION);
+        assert_eq!(c.tls.acme.challenge, AcmeChallenge::TlsAlpn01);
+        assert_eq!(c.acme_domains(), vec!["shop.example.com".to_string()]);
+        let c = tls_config(
+            "[tls]\nmode = \"acme\"\n[tls.acme]\ndirectory = \"staging\"\nchallenge = \"http-01\"\ndomains = [\"Shop.Example.com\", \"www.shop.example.com\"]\ncontact = \"owner@shop.example.com\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.tls.acme.directory_url(), LETS_ENCRYPT_STAGING);
+        assert_eq!(c.tls.acme.challenge, AcmeChallenge::Http01);
+        assert_eq!(c.acme_domains(), vec!["shop.example.com".to_string(), "www.shop.example.com".to_string()]);
+        let c = tls_config("[tls]\nmode = \"acme\"\n[tls.acme]\ndirectory = \"https://ca.internal/dir\"\neab_kid = \"k\"\neab_hmac_key = \"zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W\"\n").unwrap();
+        assert_eq!(c.tls.acme.directory_url(), "https://ca.internal/dir");
+        assert!(!c.to_redacted_toml().contains("zWNDZM6e"), "the EAB key is a secret");
+    }
 }

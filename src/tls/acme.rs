@@ -318,13 +318,8 @@ impl AcmeManager {
         self.publish();
     }
 
-    /// Exponential from `retry_initial`, capped at `retry_max`, with ±20% jitter so a fleet
-    /// of boxes does not retry in step.
     fn backoff(&self, failures: u32) -> Duration {
-        let exp = 2f64.powi(failures.saturating_sub(1).min(30) as i32);
-        let base = (self.settings.retry_initial.as_secs_f64() * exp).min(self.settings.retry_max.as_secs_f64());
-        let jitter = rand::rng().random_range(0.8..1.2);
-        Duration::from_secs_f64((base * jitter).min(self.settings.retry_max.as_secs_f64()))
+        backoff_delay(self.settings.retry_initial, self.settings.retry_max, failures)
     }
 
     fn clear_challenges(&self) {
@@ -630,6 +625,15 @@ async fn explain_invalid(order: &mut Order, status: OrderStatus) -> String {
     }
 }
 
+/// The wait after `failures` failures in a row: exponential from `initial`, capped at `max`,
+/// with ±20% jitter so a fleet of boxes does not retry in step.
+pub fn backoff_delay(initial: Duration, max: Duration, failures: u32) -> Duration {
+    let exp = 2f64.powi(failures.saturating_sub(1).min(30) as i32);
+    let base = (initial.as_secs_f64() * exp).min(max.as_secs_f64());
+    let jitter = rand::rng().random_range(0.8..1.2);
+    Duration::from_secs_f64((base * jitter).min(max.as_secs_f64()))
+}
+
 fn challenge_name(c: AcmeChallenge) -> &'static str {
     match c {
         AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
@@ -650,5 +654,25 @@ async fn sleep_or_cancel(d: Duration, shutdown: &CancellationToken) -> bool {
     tokio::select! {
         () = tokio::time::sleep(d) => false,
         () = shutdown.cancelled() => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_from_a_minute_to_the_cap_and_never_below() {
+        let (initial, max) = (Duration::from_secs(60), Duration::from_secs(6 * 3600));
+        for _ in 0..50 {
+            let d: Vec<Duration> = (1..=12).map(|n| backoff_delay(initial, max, n)).collect();
+            assert!(d[0] >= Duration::from_secs(48) && d[0] <= Duration::from_secs(72), "{d:?}");
+            for w in d.windows(2).take(7) {
+                assert!(w[1] > w[0], "grows while below the cap: {d:?}");
+            }
+            assert!(d.iter().all(|x| *x <= max));
+            assert!(d[11] >= max.mul_f64(0.8), "reaches hours: {d:?}");
+        }
+        assert!(backoff_delay(initial, max, u32::MAX) <= max);
     }
 }

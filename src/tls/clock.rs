@@ -17,3 +17,16 @@ pub fn implausible(now: Timestamp) -> Option<String> {
         format!("the system clock ({now}) is before this program was built ({built}); waiting for time sync (NTP)")
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clock_before_the_build_is_implausible_and_says_why() {
+        let before = build_time() - jiff::SignedDuration::from_hours(24 * 400);
+        let why = implausible(before).unwrap();
+        assert!(why.contains("before this program was built"), "{why}");
+        assert!(implausible(Timestamp::now()).is_none());
+    }
+}

@@ -29,6 +29,18 @@ fn stamp(p: &Path) -> Stamp {
     std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len())))
 }
 
+/// SIGHUP as a stream, or `None` (logged) when it cannot be watched.
+pub fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::warn!("tls: cannot watch SIGHUP ({e}); certificate files are still polled");
+            None
+        }
+    }
+}
+
 /// Watches the files and swaps the certificate when they change.
 pub struct FileWatcher {
     /// Certificate chain file.
@@ -41,6 +53,8 @@ pub struct FileWatcher {
     pub resolver: Arc<CertResolver>,
     /// Published state.
     pub status: watch::Sender<TlsStatus>,
+    /// SIGHUP, registered before the watcher runs so an early signal cannot kill the process.
+    pub hangup: Option<tokio::signal::unix::Signal>,
 }
 
 impl FileWatcher {
@@ -87,15 +101,8 @@ impl FileWatcher {
     }
 
     /// Polls until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hup = match signal(SignalKind::hangup()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                log::warn!("tls: cannot watch SIGHUP ({e}); certificate files are still polled");
-                None
-            }
-        };
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut hup = self.hangup.take();
         let mut seen = (stamp(&self.cert), stamp(&self.key));
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

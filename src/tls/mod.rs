@@ -157,6 +157,7 @@ impl Tls {
                     interval: Duration::from_secs(tls.reload_interval_secs),
                     resolver: resolver.clone(),
                     status: tx,
+                    hangup: files::hangup_signal(),
                 };
                 watcher.initial()?;
                 tracker.spawn(watcher.run(shutdown.clone()));
