@@ -162,3 +162,34 @@ async fn bad_pem_at_start_is_refused_naming_the_file() {
     let err = start(&f, 1).await.err().unwrap().to_string();
     assert!(err.contains(f.cert.to_str().unwrap()) && err.contains("no CERTIFICATE"), "{err}");
 }
+
+#[tokio::test]
+async fn silent_and_plain_http_clients_are_dropped_without_harm() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let ca = TestCa::new();
+    let (chain, key, serial) = ca.leaf();
+    let f = files(&chain, &key);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (cert, key) = (f.cert.clone(), f.key.clone());
+    let server = TestServer::start_tls(Arc::new(tempfile::tempdir().unwrap()), listener, move |c| {
+        c.tls.mode = TlsMode::Files;
+        c.tls.cert_file = Some(cert);
+        c.tls.key_file = Some(key);
+        c.tls.handshake_timeout_secs = 1;
+    })
+    .await
+    .unwrap();
+    // A client that connects and never starts the handshake is closed by the server.
+    let mut silent = tokio::net::TcpStream::connect(server.public).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(20), silent.read(&mut buf)).await.unwrap();
+    assert!(matches!(n, Ok(0) | Err(_)), "closed, got {n:?}");
+    // Plain HTTP on the TLS port gets no HTTP answer, and the listener keeps serving.
+    let mut plain = tokio::net::TcpStream::connect(server.public).await.unwrap();
+    plain.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(20), plain.read_to_end(&mut got)).await.unwrap();
+    assert!(!got.starts_with(b"HTTP/"), "{:?}", String::from_utf8_lossy(&got));
+    assert_eq!(served_serial(&server, &ca).await, serial);
+    server.stop().await;
+}
