@@ -15,13 +15,13 @@ use common::*;
 use http::StatusCode;
 use tokio::net::TcpListener;
 
-fn acme_config(pebble: &Pebble, challenge: AcmeChallenge, http_port: u16) -> impl FnOnce(&mut Config) + use<> {
+fn acme_config(pebble: &Pebble, challenge: AcmeChallenge, http_port: u16) -> impl Fn(&mut Config) + Clone + use<> {
     let directory = pebble.directory();
     let roots = pebble.directory_roots();
     move |c: &mut Config| {
         c.tls.mode = TlsMode::Acme;
-        c.tls.acme.directory = directory;
-        c.tls.acme.directory_roots = Some(roots);
+        c.tls.acme.directory = directory.clone();
+        c.tls.acme.directory_roots = Some(roots.clone());
         c.tls.acme.contact = Some("owner@shop.example.test".into());
         c.tls.acme.challenge = challenge;
         c.tls.acme.http_listen = ([127, 0, 0, 1], http_port).into();
@@ -196,6 +196,25 @@ async fn ca_outage_keeps_serving_backs_off_and_recovers() {
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("tls/state.json")).unwrap()).unwrap();
     assert!(state["failures"].as_u64().unwrap() >= 3, "backoff state is on disk: {state}");
+
+    // A restart during the outage keeps the backoff: the schedule comes from disk.
+    let on_disk_next = state["next_attempt"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+    let dir = server.stop().await;
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("tls/state.json")).unwrap()).unwrap();
+    let failures = state["failures"].as_u64().unwrap();
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let server = TestServer::start_tls(dir.clone(), listener, |c| {
+        base(c);
+        c.tls.acme.renew_remaining = 0.9995;
+        c.tls.acme.retry_max_secs = 4;
+    })
+    .await
+    .unwrap();
+    let s = server.app.tls.status().borrow().clone();
+    assert_eq!(u64::from(s.failures), failures, "failures survive the restart");
+    assert!(s.next_attempt.unwrap() >= on_disk_next, "no attempt before the stored backoff ends");
+    assert_eq!(s.certificate.as_ref().unwrap().serial, first.serial, "stored certificate served at once");
 
     // The CA comes back (with new roots and no memory of the account): the box recovers.
     pebble.start_pebble().await;

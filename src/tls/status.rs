@@ -45,16 +45,55 @@ pub struct CertSummary {
     pub not_after: Timestamp,
 }
 
+/// ACME failures in a row before the state counts as a fault: one failed attempt is routine
+/// (a CA hiccup, retried a minute later); three in a row (about 7 minutes at the default
+/// backoff, longer later) means something needs a look (DNS, port forwarding, the CA).
+pub const FAULT_AFTER_FAILURES: u32 = 3;
+
 impl TlsStatus {
-    /// True when the owner should look: TLS is on and there is no certificate, it has
-    /// expired, or the last attempt to get or load one failed. This is the `fault` LED's input.
+    /// True when the owner should look, the `fault` LED's input. TLS is on and: there is no
+    /// certificate, or it has expired, or (`files`) the last reload failed, or (`acme`)
+    /// [`FAULT_AFTER_FAILURES`] orders failed in a row.
     pub fn fault(&self, now: Timestamp) -> bool {
-        if self.mode == "off" || self.mode.is_empty() {
-            return false;
-        }
+        let failing = match self.mode {
+            "files" => self.last_error.is_some(),
+            "acme" => self.failures >= FAULT_AFTER_FAILURES,
+            _ => return false,
+        };
         match &self.certificate {
             None => true,
-            Some(c) => c.not_after <= now || self.last_error.is_some(),
+            Some(c) => c.not_after <= now || failing,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_means_no_certificate_expired_or_persistent_failure() {
+        let now = Timestamp::now();
+        let cert = CertSummary {
+            domains: vec!["shop.example.com".into()],
+            serial: "01".into(),
+            not_before: now - jiff::SignedDuration::from_hours(1),
+            not_after: now + jiff::SignedDuration::from_hours(24 * 30),
+        };
+        let ok = TlsStatus { mode: "acme", certificate: Some(cert.clone()), ..TlsStatus::default() };
+        assert!(!ok.fault(now));
+        assert!(!TlsStatus { mode: "off", ..TlsStatus::default() }.fault(now));
+        assert!(TlsStatus { mode: "acme", ..TlsStatus::default() }.fault(now), "no certificate yet");
+        let once = TlsStatus { failures: 1, last_error: Some("x".into()), ..ok.clone() };
+        assert!(!once.fault(now), "a single failure is retried, not a fault");
+        assert!(TlsStatus { failures: FAULT_AFTER_FAILURES, ..once.clone() }.fault(now));
+        assert!(ok.fault(cert.not_after), "expired");
+        let files = TlsStatus {
+            mode: "files",
+            certificate: Some(cert),
+            last_error: Some("bad".into()),
+            ..TlsStatus::default()
+        };
+        assert!(files.fault(now), "a failed reload needs the installer");
     }
 }
