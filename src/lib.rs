@@ -14,5 +14,6 @@ pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod server;
+pub mod systemd;
 pub mod tls;
 pub mod twilio;

@@ -76,10 +76,20 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
+/// Exit status for a configuration error (sysexits' EX_CONFIG): the unit's
+/// `RestartPreventExitStatus=78` keeps systemd from restarting a box that cannot work until
+/// someone fixes its config.
+const EXIT_CONFIG: u8 = 78;
+
 fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if e.downcast_ref::<config::ConfigError>().is_some() {
+                log::error!("configuration error: {e:#}");
+                eprintln!("error: {e:#}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }

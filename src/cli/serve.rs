@@ -11,8 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::ConfigSource;
 use crate::calls::Store;
-use crate::config::{Config, EnvSecrets, PublicUrl, Secret};
+use crate::config::{Config, EnvSecrets, PublicUrl, Secret, TlsMode};
 use crate::server::{App, Server};
+use crate::systemd;
 
 /// File in the dev data dir that keeps the generated dev secrets across restarts.
 const DEV_SECRETS_FILE: &str = "dev-secrets.toml";
@@ -69,8 +70,29 @@ async fn serve(mut config: Config, listen: Option<SocketAddr>, admin_listen: Opt
 
     let public_addr = listen.unwrap_or(config.server.listen);
     let admin_addr = admin_listen.unwrap_or(config.admin.listen);
-    let public = bind(public_addr, "server.listen").await?;
-    let admin = bind(admin_addr, "admin.listen").await?;
+    // Under systemd the socket unit binds the privileged ports and hands them over, so the
+    // service needs no capability; outside systemd the box binds them itself.
+    let mut activated = systemd::activated_listeners();
+    let public = listener(&mut activated, public_addr, "server.listen").await?;
+    let admin = listener(&mut activated, admin_addr, "admin.listen").await?;
+    // The port-80 socket (HTTP-01 and redirects) belongs to ACME mode.
+    let http_listener = match config.tls.mode {
+        TlsMode::Acme => match systemd::take_port(&mut activated, config.tls.acme.http_listen.port()) {
+            Some(std_listener) => {
+                std_listener.set_nonblocking(true)?;
+                log::info!(
+                    "tls.acme.http_listen: using the socket systemd passed for port {}",
+                    std_listener.local_addr()?.port()
+                );
+                Some(TcpListener::from_std(std_listener)?)
+            }
+            None => None,
+        },
+        _ => None,
+    };
+    for (addr, _) in &activated {
+        log::warn!("socket activation: no listener is configured for port {} ({addr}); closing it", addr.port());
+    }
     let public_addr = public.local_addr()?;
     let admin_addr = admin.local_addr()?;
     if config.dev {
@@ -79,7 +101,7 @@ async fn serve(mut config: Config, listen: Option<SocketAddr>, admin_listen: Opt
     }
 
     let shutdown = CancellationToken::new();
-    let tls = crate::tls::Tls::start(&config, shutdown.clone()).await?;
+    let tls = crate::tls::Tls::start(&config, shutdown.clone(), http_listener).await?;
     let public_scheme = if tls.acceptor().is_some() { "https" } else { "http" };
 
     let mut out = std::io::stdout().lock();
@@ -97,8 +119,27 @@ async fn serve(mut config: Config, listen: Option<SocketAddr>, admin_listen: Opt
 
     tokio::spawn(stop_on_signal(shutdown.clone()));
     log::info!("serving Twilio on {public_addr} ({public_scheme}), admin on {admin_addr}");
+    systemd::notify_ready();
+    systemd::spawn_watchdog(shutdown.clone());
     Server::new(App::new(config, store).with_tls(tls), public, admin).run(shutdown).await;
     Ok(())
+}
+
+/// The listener for `addr`: the one systemd passed for its port, or a freshly bound one.
+async fn listener(
+    activated: &mut Vec<(SocketAddr, std::net::TcpListener)>,
+    addr: SocketAddr,
+    key: &str,
+) -> anyhow::Result<TcpListener> {
+    match systemd::take_port(activated, addr.port()) {
+        Some(std_listener) => {
+            std_listener.set_nonblocking(true)?;
+            let l = TcpListener::from_std(std_listener)?;
+            log::info!("{key}: using the socket systemd passed for port {}", addr.port());
+            Ok(l)
+        }
+        None => bind(addr, key).await,
+    }
 }
 
 async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
@@ -124,6 +165,7 @@ async fn stop_on_signal(shutdown: CancellationToken) {
         _ = term.recv() => log::info!("SIGTERM received"),
         _ = int.recv() => log::info!("SIGINT received"),
     }
+    systemd::notify_stopping();
     shutdown.cancel();
 }
 

@@ -134,7 +134,15 @@ impl Tls {
     /// Fails when there is nothing sensible to serve: unreadable files in `files` mode, an
     /// unusable storage dir or port-80 address in `acme` mode. A CA that cannot be reached
     /// is no error here: the box serves what it has and keeps trying.
-    pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Self, TlsError> {
+    ///
+    /// `http_listener` is a port-80 socket handed over by systemd, if any. In `acme` mode it
+    /// serves HTTP-01 and redirects to https (with `tls-alpn-01` only the redirects); without
+    /// it, `tls.acme.http_listen` is bound here when the challenge is `http-01`.
+    pub async fn start(
+        config: &Config,
+        shutdown: CancellationToken,
+        http_listener: Option<tokio::net::TcpListener>,
+    ) -> Result<Self, TlsError> {
         let tls = &config.tls;
         let mode = match tls.mode {
             TlsMode::Off => return Ok(Self::off()),
@@ -165,17 +173,25 @@ impl Tls {
             TlsMode::Acme => {
                 let settings = acme::AcmeSettings::from_config(config)?;
                 let dir = storage::TlsDir::open(&config.storage.dir)?;
-                let http01 = match tls.acme.challenge {
-                    AcmeChallenge::TlsAlpn01 => {
-                        alpn.push(ACME_TLS_ALPN.to_vec());
-                        None
-                    }
-                    AcmeChallenge::Http01 => {
+                if tls.acme.challenge == AcmeChallenge::TlsAlpn01 {
+                    alpn.push(ACME_TLS_ALPN.to_vec());
+                }
+                let http_listener = match (http_listener, tls.acme.challenge) {
+                    (Some(l), _) => Some(l),
+                    (None, AcmeChallenge::Http01) => {
                         let addr = tls.acme.http_listen;
-                        let listener = tokio::net::TcpListener::bind(addr)
-                            .await
-                            .map_err(|source| TlsError::Bind { addr, source })?;
-                        log::info!("tls: answering HTTP-01 challenges on {}", listener.local_addr().unwrap_or(addr));
+                        Some(
+                            tokio::net::TcpListener::bind(addr)
+                                .await
+                                .map_err(|source| TlsError::Bind { addr, source })?,
+                        )
+                    }
+                    (None, AcmeChallenge::TlsAlpn01) => None,
+                };
+                let http01 = match http_listener {
+                    Some(listener) => {
+                        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                        log::info!("tls: port-80 listener on {addr} (HTTP-01 challenges, redirects to https)");
                         let tokens = Arc::new(http01::Http01Tokens::default());
                         tracker.spawn(http01::serve(
                             listener,
@@ -186,6 +202,7 @@ impl Tls {
                         ));
                         Some(tokens)
                     }
+                    None => None,
                 };
                 let manager = acme::AcmeManager::new(settings, dir, resolver.clone(), http01, tx);
                 tracker.spawn(manager.run(shutdown.clone()));

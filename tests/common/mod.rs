@@ -98,7 +98,7 @@ impl TestServer {
             .with_public_url(PublicUrl::parse(&format!("https://{}:{}", pebble::DOMAIN, public.port())).unwrap());
         tweak(&mut config);
         let shutdown = CancellationToken::new();
-        let tls = callbox::tls::Tls::start(&config, shutdown.clone()).await?;
+        let tls = callbox::tls::Tls::start(&config, shutdown.clone(), None).await?;
         let store = Store::open(dir.path()).unwrap();
         let server = Server::new(App::new(config, store).with_tls(tls), public_listener, admin_listener);
         let app = server.app();
@@ -320,4 +320,145 @@ pub fn incoming_params(call_sid: &str) -> Vec<(&'static str, String)> {
 /// Borrows a list of owned params.
 pub fn refs<'a>(params: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
     params.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// Signs and sends webhooks like Twilio does, to a box in dev mode (`http://127.0.0.1:PORT`).
+#[derive(Clone)]
+pub struct TwilioClient {
+    pub public: SocketAddr,
+    pub auth_token: String,
+}
+
+impl TwilioClient {
+    /// A correctly signed form POST; `Err` when the connection fails (server gone).
+    pub async fn try_post_signed(&self, target: &str, params: &[(&str, &str)]) -> Result<Reply, hyper::Error> {
+        let url = format!("http://127.0.0.1:{}{target}", self.public.port());
+        let sig = signature::compute(&self.auth_token, &url, &owned(params));
+        let Ok(stream) = TcpStream::connect(self.public).await else {
+            return Err(hyper_closed().await);
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let req = Request::post(target)
+            .header("host", self.public.to_string())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-twilio-signature", sig)
+            .body(Full::new(Bytes::from(encode_form(params))))
+            .unwrap();
+        let resp = sender.send_request(req).await?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok(Reply { status, headers, body })
+    }
+
+    /// A correctly signed form POST that must get an answer.
+    pub async fn post_signed(&self, target: &str, params: &[(&str, &str)]) -> Reply {
+        self.try_post_signed(target, params).await.unwrap()
+    }
+}
+
+/// A `hyper::Error` for "connection refused" (hyper has no public constructor).
+async fn hyper_closed() -> hyper::Error {
+    let (a, b) = tokio::io::duplex(64);
+    drop(b);
+    match hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(a)).await {
+        Err(e) => e,
+        Ok((mut sender, conn)) => {
+            tokio::spawn(conn);
+            sender.send_request(Request::new(Full::new(Bytes::new()))).await.unwrap_err()
+        }
+    }
+}
+
+/// The `callbox` binary running `serve --dev` as a child process, on loopback port 0.
+pub struct BinServer {
+    child: std::process::Child,
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+    pub auth_token: String,
+    pub admin_token: String,
+    pub data_dir: std::path::PathBuf,
+}
+
+impl BinServer {
+    /// Starts `callbox serve --dev` on `data_dir` and waits until it prints its addresses.
+    pub fn spawn_dev(data_dir: &std::path::Path) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_callbox"))
+            .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env_remove("CALLBOX_TWILIO_AUTH_TOKEN")
+            .env_remove("CALLBOX_ADMIN_TOKEN")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let (mut public, mut admin, mut auth_token, mut admin_token) = (None, None, None, None);
+        while admin_token.is_none() {
+            let line = lines.next().expect("serve exited before printing its addresses").unwrap();
+            let value = |l: &str| l.rsplit(' ').next().unwrap().to_owned();
+            if line.contains("public listener") {
+                public = Some(value(&line).trim_start_matches("http://").parse().unwrap());
+            } else if line.contains("admin listener") {
+                admin = Some(value(&line).trim_start_matches("http://").parse().unwrap());
+            } else if line.contains("dev Twilio auth token") {
+                auth_token = Some(value(&line));
+            } else if line.contains("dev admin token") {
+                admin_token = Some(value(&line));
+            }
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            public: public.unwrap(),
+            admin: admin.unwrap(),
+            auth_token: auth_token.unwrap(),
+            admin_token: admin_token.unwrap(),
+            data_dir: data_dir.to_owned(),
+        }
+    }
+
+    /// A Twilio stand-in that signs requests for this child; cheap to clone into tasks.
+    pub fn twilio(&self) -> TwilioClient {
+        TwilioClient { public: self.public, auth_token: self.auth_token.clone() }
+    }
+
+    /// A correctly signed form POST to the child.
+    pub async fn post_signed(&self, target: &str, params: &[(&str, &str)]) -> Reply {
+        self.twilio().post_signed(target, params).await
+    }
+
+    /// A GET on the admin listener with the admin token.
+    pub async fn admin_get(&self, target: &str) -> Reply {
+        let auth = format!("Bearer {}", self.admin_token);
+        request(self.admin, Method::GET, target, &[("authorization", auth.as_str())], Bytes::new()).await
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), nix::sys::signal::Signal::SIGTERM).unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for BinServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,0 +1,150 @@
+//! The command line as an installer and an owner use it: `check` and `calls`.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use http::StatusCode;
+
+fn callbox() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_callbox"));
+    c.env_remove("CALLBOX_TWILIO_AUTH_TOKEN").env_remove("CALLBOX_ADMIN_TOKEN").env_remove("RUST_LOG");
+    c
+}
+
+fn check(config: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("callbox.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = callbox().arg("check").arg("--config").arg(&path).output().unwrap();
+    (out.status.code().unwrap(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+}
+
+const GOOD: &str = r#"
+public_url = "https://shop.example.com"
+[admin]
+token = "owner-secret-0123456789"
+[twilio]
+auth_token = "twilio-secret-abcdef"
+[storage]
+dir = "/var/lib/callbox"
+"#;
+
+#[test]
+fn check_accepts_a_good_config_and_redacts_secrets() {
+    let (code, out, err) = check(GOOD);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("public_url = \"https://shop.example.com\""), "{out}");
+    assert!(!out.contains("twilio-secret-abcdef") && !out.contains("owner-secret-0123456789"), "{out}");
+    assert!(out.contains("<redacted>"));
+}
+
+#[test]
+fn check_names_each_problem_in_one_line_and_exits_1() {
+    let placeholder = GOOD.replace("https://shop.example.com", "https://your-domain.ngrok.io");
+    let no_token = GOOD.replace("auth_token = \"twilio-secret-abcdef\"", "");
+    let malformed = GOOD.replace("[storage]", "[storage");
+    let no_url = GOOD.replace("public_url = \"https://shop.example.com\"", "");
+    for (config, must_name) in [
+        (placeholder.as_str(), "public_url"),
+        (no_token.as_str(), "twilio.auth_token"),
+        (malformed.as_str(), "callbox.toml"),
+        (no_url.as_str(), "public_url"),
+    ] {
+        let (code, out, err) = check(config);
+        assert_eq!(code, 1, "{must_name}: {out}{err}");
+        assert!(out.is_empty(), "{out}");
+        assert!(err.starts_with("error: ") && err.contains(must_name), "{must_name}: {err}");
+        if must_name != "callbox.toml" {
+            assert_eq!(err.trim_end().lines().count(), 1, "one clear line: {err}");
+        }
+    }
+    // The environment supplies the token just as well.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, &no_token).unwrap();
+    let out = callbox()
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .env("CALLBOX_TWILIO_AUTH_TOKEN", "from-env")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // A missing file names the file.
+    let out = callbox().args(["check", "--config", "/nonexistent/callbox.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/callbox.toml"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_shows_the_same_log_with_the_service_running_and_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = BinServer::spawn_dev(dir.path());
+    for (sid, from) in [("CA8000", "+15035550111"), ("CA8001", "+15035550122")] {
+        let p = [("CallSid", sid), ("From", from), ("To", "+15035550100"), ("CallStatus", "ringing")];
+        assert_eq!(server.post_signed("/api/v1/webhooks/incoming-call", &p).await.status, StatusCode::OK);
+    }
+    let p = [("CallSid", "CA8000"), ("CallStatus", "completed"), ("SequenceNumber", "3"), ("CallDuration", "42")];
+    assert_eq!(server.post_signed("/api/v1/webhooks/call-status", &p).await.status, StatusCode::NO_CONTENT);
+
+    let admin_url = format!("http://{}", server.admin);
+    let run = |json: bool| {
+        let mut c = callbox();
+        c.args(["calls", "--dev", "--data-dir"]).arg(dir.path()).args(["--admin-url", &admin_url]);
+        if json {
+            c.arg("--json");
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let live_json = run(true);
+    let live_table = run(false);
+    // While the service runs, the store is locked: the answer came through the admin API.
+    assert!(
+        live_table.contains("CA8000") && live_table.contains("completed") && live_table.contains("42"),
+        "{live_table}"
+    );
+    let lines: Vec<&str> = live_table.lines().collect();
+    assert!(lines[1].contains("CA8001"), "newest first: {live_table}");
+
+    assert!(server.terminate().success(), "clean exit on SIGTERM");
+    let stopped_json = run(true);
+    let stopped_table = run(false);
+    assert_eq!(live_json, stopped_json);
+    assert_eq!(live_table, stopped_table);
+    let parsed: serde_json::Value = serde_json::from_str(&stopped_json).unwrap();
+    assert_eq!(parsed.as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn calls_with_a_wrong_admin_token_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = BinServer::spawn_dev(dir.path());
+    let out = callbox()
+        .args(["calls", "--dev", "--data-dir"])
+        .arg(dir.path())
+        .args(["--admin-url", &format!("http://{}", server.admin)])
+        .env("CALLBOX_ADMIN_TOKEN", "not-the-token")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("401") && err.contains("admin.token"), "{err}");
+}
+
+#[test]
+fn serve_with_a_bad_config_exits_78_so_systemd_does_not_restart_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("callbox.toml");
+    std::fs::write(&path, GOOD.replace("https://shop.example.com", "https://your-domain.example")).unwrap();
+    let out = callbox().arg("serve").arg("--config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("public_url"));
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/callbox.service")).unwrap();
+    assert!(unit.lines().any(|l| l == "RestartPreventExitStatus=78"));
+}
