@@ -42,7 +42,9 @@ async fn incoming_call_over(server: &TestServer, conn: &mut TlsConn, sid: &str) 
 async fn tls_alpn_01_certificate_is_served_and_reused_after_restart() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let pebble = Pebble::start(PebbleOpts { tls_port: port, http_port: free_port(), validity_secs: 7_776_000 }).await;
+    let pebble =
+        Pebble::start(PebbleOpts { tls_port: port, http_port: free_port(), validity_secs: 7_776_000, eab: false })
+            .await;
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let server =
         TestServer::start_tls(dir.clone(), listener, acme_config(&pebble, AcmeChallenge::TlsAlpn01, 0)).await.unwrap();
@@ -96,7 +98,8 @@ async fn http_01_certificate_is_served_and_port_80_redirects() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let http_port = free_port();
-    let pebble = Pebble::start(PebbleOpts { tls_port: free_port(), http_port, validity_secs: 7_776_000 }).await;
+    let pebble =
+        Pebble::start(PebbleOpts { tls_port: free_port(), http_port, validity_secs: 7_776_000, eab: false }).await;
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let server =
         TestServer::start_tls(dir, listener, acme_config(&pebble, AcmeChallenge::Http01, http_port)).await.unwrap();
@@ -129,7 +132,8 @@ async fn renewal_serves_new_certificate_to_new_connections_and_keeps_open_ones()
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     // 12-second certificates renewed with 70% of the lifetime left: a renewal every few seconds.
-    let pebble = Pebble::start(PebbleOpts { tls_port: port, http_port: free_port(), validity_secs: 12 }).await;
+    let pebble =
+        Pebble::start(PebbleOpts { tls_port: port, http_port: free_port(), validity_secs: 12, eab: false }).await;
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let base = acme_config(&pebble, AcmeChallenge::TlsAlpn01, 0);
     let server = TestServer::start_tls(dir, listener, |c| {
@@ -163,7 +167,8 @@ async fn renewal_serves_new_certificate_to_new_connections_and_keeps_open_ones()
 async fn ca_outage_keeps_serving_backs_off_and_recovers() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let mut pebble = Pebble::start(PebbleOpts { tls_port: port, http_port: free_port(), validity_secs: 3600 }).await;
+    let mut pebble =
+        Pebble::start(PebbleOpts { tls_port: port, http_port: free_port(), validity_secs: 3600, eab: false }).await;
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let base = acme_config(&pebble, AcmeChallenge::TlsAlpn01, 0);
     let server = TestServer::start_tls(dir.clone(), listener, |c| {
@@ -307,7 +312,9 @@ async fn fake_ari(mut directory: serde_json::Value) -> FakeAri {
 async fn ari_window_triggers_early_renewal_and_schedules_inside_the_window() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let pebble = Pebble::start(PebbleOpts { tls_port: port, http_port: free_port(), validity_secs: 7_776_000 }).await;
+    let pebble =
+        Pebble::start(PebbleOpts { tls_port: port, http_port: free_port(), validity_secs: 7_776_000, eab: false })
+            .await;
     let (status, body) = pebble.get(pebble.acme_port, "/dir").await.unwrap();
     assert_eq!(status, 200);
     let ari = fake_ari(serde_json::from_slice(&body).unwrap()).await;
@@ -354,5 +361,37 @@ async fn ari_window_triggers_early_renewal_and_schedules_inside_the_window() {
     let at = s.next_attempt.unwrap();
     assert!(at >= ari.window_ahead.0 && at <= ari.window_ahead.1, "{at} not in {:?}", ari.window_ahead);
     assert_eq!(ari.asked.lock().unwrap().len(), 2, "both certificates were looked up");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn external_account_binding_is_sent_when_the_ca_requires_it() {
+    use callbox::config::Secret;
+    use common::pebble::{EAB_HMAC_KEY, EAB_KID};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let pebble =
+        Pebble::start(PebbleOpts { tls_port: port, http_port: free_port(), validity_secs: 7_776_000, eab: true }).await;
+    let base = acme_config(&pebble, AcmeChallenge::TlsAlpn01, 0);
+
+    // Without the binding the CA refuses the account, and the box says so.
+    let server = TestServer::start_tls(Arc::new(tempfile::tempdir().unwrap()), listener, |c| base(c)).await.unwrap();
+    let s = server.wait_tls("the refusal", |s| s.failures >= 1).await;
+    assert!(s.last_error.as_deref().unwrap().contains("externalAccountRequired"), "{s:?}");
+    assert!(s.certificate.is_none());
+    server.stop().await;
+
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let server = TestServer::start_tls(Arc::new(tempfile::tempdir().unwrap()), listener, |c| {
+        base(c);
+        c.tls.acme.eab_kid = Some(EAB_KID.into());
+        c.tls.acme.eab_hmac_key = Secret::new(EAB_HMAC_KEY);
+    })
+    .await
+    .unwrap();
+    server.wait_tls("a certificate with EAB", |s| s.certificate.is_some()).await;
+    let root = pebble.issuing_root().await;
+    let mut conn = server.tls_conn(&[root]).await.unwrap();
+    incoming_call_over(&server, &mut conn, "CA7401").await;
     server.stop().await;
 }

@@ -23,7 +23,14 @@ pub struct PebbleOpts {
     pub http_port: u16,
     /// Lifetime of issued certificates, seconds.
     pub validity_secs: u64,
+    /// Require external account binding with [`EAB_KID`] / [`EAB_HMAC_KEY`].
+    pub eab: bool,
 }
+
+/// The EAB key id Pebble knows when `eab` is set.
+pub const EAB_KID: &str = "kid-1";
+/// Its HMAC key, base64url (the one in Debian's example config).
+pub const EAB_HMAC_KEY: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
 
 /// A port free on loopback for both TCP and UDP right now.
 pub fn free_port() -> u16 {
@@ -76,7 +83,8 @@ impl Pebble {
                 "httpPort": opts.http_port,
                 "tlsPort": opts.tls_port,
                 "ocspResponderURL": "",
-                "externalAccountBindingRequired": false,
+                "externalAccountBindingRequired": opts.eab,
+                "externalAccountMACKeys": { EAB_KID: EAB_HMAC_KEY },
                 "certificateValidityPeriod": opts.validity_secs,
             }
         });
