@@ -17,4 +17,5 @@ pub mod logging;
 pub mod metrics;
 pub mod server;
 pub mod systemd;
+pub mod tls;
 pub mod twilio;

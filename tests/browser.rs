@@ -37,6 +37,9 @@ fn free_port() -> u16 {
 }
 
 async fn browser() -> (Driver, Client) {
+    // The WebDriver client builds its (unused, plain-HTTP here) TLS config from the process's
+    // default crypto provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let port = free_port();
     let child = Command::new("chromedriver")
         .arg(format!("--port={port}"))

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ConfigSource;
 use crate::calls::Store;
-use crate::config::{Config, EnvSecrets, PublicUrl, Secret};
+use crate::config::{Config, EnvSecrets, PublicUrl, Secret, TlsMode};
 use crate::server::{App, Server};
 use crate::systemd;
 
@@ -75,6 +75,21 @@ async fn serve(mut config: Config, listen: Option<SocketAddr>, admin_listen: Opt
     let mut activated = systemd::activated_listeners();
     let public = listener(&mut activated, public_addr, "server.listen").await?;
     let admin = listener(&mut activated, admin_addr, "admin.listen").await?;
+    // The port-80 socket (HTTP-01 and redirects) belongs to ACME mode.
+    let http_listener = match config.tls.mode {
+        TlsMode::Acme => match systemd::take_port(&mut activated, config.tls.acme.http_listen.port()) {
+            Some(std_listener) => {
+                std_listener.set_nonblocking(true)?;
+                log::info!(
+                    "tls.acme.http_listen: using the socket systemd passed for port {}",
+                    std_listener.local_addr()?.port()
+                );
+                Some(TcpListener::from_std(std_listener)?)
+            }
+            None => None,
+        },
+        _ => None,
+    };
     for (addr, _) in &activated {
         log::warn!("socket activation: no listener is configured for port {} ({addr}); closing it", addr.port());
     }
@@ -85,9 +100,13 @@ async fn serve(mut config: Config, listen: Option<SocketAddr>, admin_listen: Opt
         config = config.with_public_url(PublicUrl::parse(&format!("http://127.0.0.1:{}", public_addr.port()))?);
     }
 
+    let shutdown = CancellationToken::new();
+    let tls = crate::tls::Tls::start(&config, shutdown.clone(), http_listener).await?;
+    let public_scheme = if tls.acceptor().is_some() { "https" } else { "http" };
+
     let mut out = std::io::stdout().lock();
     writeln!(out, "callbox {} serving", env!("CARGO_PKG_VERSION"))?;
-    writeln!(out, "  public listener (Twilio): http://{public_addr}")?;
+    writeln!(out, "  public listener (Twilio): {public_scheme}://{public_addr}")?;
     writeln!(out, "  admin listener (LAN):     http://{admin_addr}")?;
     writeln!(out, "  public_url:               {}", config.public_url)?;
     writeln!(out, "  call log:                 {}", config.storage.dir.display())?;
@@ -98,12 +117,11 @@ async fn serve(mut config: Config, listen: Option<SocketAddr>, admin_listen: Opt
     out.flush()?;
     drop(out);
 
-    let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    log::info!("serving Twilio on {public_addr}, admin on {admin_addr}");
+    log::info!("serving Twilio on {public_addr} ({public_scheme}), admin on {admin_addr}");
     systemd::notify_ready();
     systemd::spawn_watchdog(shutdown.clone());
-    Server::new(App::new(config, store), public, admin).run(shutdown).await;
+    Server::new(App::new(config, store).with_tls(tls), public, admin).run(shutdown).await;
     Ok(())
 }
 

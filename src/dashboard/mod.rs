@@ -201,6 +201,10 @@ pub fn metrics(app: &App) -> Response<Body> {
     if let Ok(size) = app.store.size_on_disk() {
         app.metrics.store_bytes.set(i64::try_from(size).unwrap_or(i64::MAX));
     }
+    if let Some(cert) = &app.tls.status().borrow().certificate {
+        let left = cert.not_after.duration_since(jiff::Timestamp::now()).as_secs();
+        app.metrics.certificate_expiry_seconds.set(left);
+    }
     h::with_type(
         StatusCode::OK,
         "application/openmetrics-text; version=1.0.0; charset=utf-8",

@@ -207,6 +207,8 @@ fn health(app: &App) -> Response<Body> {
             "calls": app.store.count(),
             "store_bytes": size,
             "public_url": app.config.public_url.origin(),
+            "tls": &*app.tls.status().borrow(),
+            "tls_fault": app.tls.status().borrow().fault(jiff::Timestamp::now()),
         }),
     )
 }

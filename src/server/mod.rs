@@ -18,6 +18,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -25,6 +26,7 @@ use crate::calls::{Applied, Bus, BusMessage, CallEvent, Recorded, Store, StoreEr
 use crate::config::Config;
 use crate::dashboard::auth::Sessions;
 use crate::metrics::Metrics;
+use crate::tls::Tls;
 use crate::twilio::signature::Validator;
 
 /// How long in-flight requests get to finish after shutdown begins.
@@ -55,6 +57,8 @@ pub struct App {
     pub metrics: Metrics,
     /// Logged-in dashboard sessions.
     pub sessions: Sessions,
+    /// TLS of the public listener and the certificate state.
+    pub tls: Tls,
 }
 
 /// The client address of a connection, attached to each of its requests.
@@ -65,7 +69,7 @@ impl App {
     /// Builds the shared state around an open store.
     pub fn new(config: Config, store: Store) -> Self {
         let validator = Validator::new(config.twilio.auth_token.expose(), config.public_url.clone());
-        let tls = config.tls.mode != crate::config::TlsMode::Off;
+        let serves_tls = config.tls.mode != crate::config::TlsMode::Off;
         Self {
             config,
             store,
@@ -74,9 +78,16 @@ impl App {
             store_failed: AtomicBool::new(false),
             started: Instant::now(),
             shutdown: CancellationToken::new(),
-            metrics: Metrics::new(tls),
+            metrics: Metrics::new(serves_tls),
             sessions: Sessions::default(),
+            tls: Tls::off(),
         }
+    }
+
+    /// Serves the public listener with `tls` (from [`Tls::start`]) instead of plain HTTP.
+    pub fn with_tls(mut self, tls: Tls) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// The one way events enter the call log: stored durably, then announced on the bus
@@ -144,9 +155,11 @@ impl Server {
         let header_timeout = app.config.server.header_timeout();
 
         let public_app = app.clone();
+        let public_tls = app.tls.acceptor().map(|a| (a, app.tls.handshake_timeout()));
         tracker.spawn(accept_loop(
             "public",
             public,
+            public_tls,
             limit.clone(),
             header_timeout,
             shutdown.clone(),
@@ -159,6 +172,7 @@ impl Server {
         tracker.spawn(accept_loop(
             "admin",
             admin,
+            None,
             admin_limit,
             header_timeout,
             shutdown.clone(),
@@ -172,7 +186,8 @@ impl Server {
         log::info!("shutting down: finishing in-flight requests");
         app.shutdown.cancel();
         tracker.close();
-        if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
+        if tokio::time::timeout(DRAIN_TIMEOUT, async { tokio::join!(tracker.wait(), app.tls.stopped()) }).await.is_err()
+        {
             log::warn!("shutdown: some connections did not finish within {DRAIN_TIMEOUT:?}; closing them");
         }
         match app.store.close() {
@@ -182,9 +197,11 @@ impl Server {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn accept_loop<F, Fut>(
     name: &'static str,
     listener: TcpListener,
+    tls: Option<(TlsAcceptor, Duration)>,
     limit: Arc<Semaphore>,
     header_timeout: Duration,
     shutdown: CancellationToken,
@@ -217,31 +234,65 @@ async fn accept_loop<F, Fut>(
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         tracker.spawn(async move {
-            let service = service_fn(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(PeerAddr(peer));
-                let fut = handler(req);
-                async move { Ok::<_, Infallible>(fut.await) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(MAX_HEAD_BYTES)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                () = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                log::debug!("{name} connection from {peer}: {e}");
+            match tls {
+                None => serve_http(name, peer, TokioIo::new(stream), header_timeout, shutdown, handler).await,
+                // The handshake runs in the connection's task, under its permit and a deadline,
+                // so slow or silent clients cannot stall the accept loop.
+                Some((acceptor, timeout)) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(mut stream)) => {
+                        if stream.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
+                            // A TLS-ALPN-01 validator: the handshake was the whole answer.
+                            log::debug!("{name}: answered TLS-ALPN-01 validation from {peer}");
+                            let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+                        } else {
+                            serve_http(name, peer, TokioIo::new(stream), header_timeout, shutdown, handler).await;
+                        }
+                    }
+                    Ok(Err(e)) => log::debug!("{name} connection from {peer}: TLS handshake failed: {e}"),
+                    Err(_) => log::debug!("{name} connection from {peer}: TLS handshake not done within {timeout:?}"),
+                },
             }
             drop(permit);
         });
+    }
+}
+
+/// Serves HTTP/1.1 (with upgrades, for WebSockets) on one plain or TLS connection.
+async fn serve_http<I, F, Fut>(
+    name: &'static str,
+    peer: SocketAddr,
+    io: TokioIo<I>,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+    handler: F,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    F: Fn(hyper::Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = hyper::Response<http::Body>> + Send + 'static,
+{
+    let service = service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(PeerAddr(peer));
+        let fut = handler(req);
+        async move { Ok::<_, Infallible>(fut.await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        log::debug!("{name} connection from {peer}: {e}");
     }
 }
 

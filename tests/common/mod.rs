@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+pub mod pebble;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -10,6 +12,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -79,6 +82,69 @@ impl TestServer {
         Self { public, admin, app, dir, shutdown, task: Some(task) }
     }
 
+    /// A server whose public listener is already bound (the test needs its port first, e.g.
+    /// to tell Pebble where to validate) and which starts TLS as `tweak` configures it.
+    pub async fn start_tls(
+        dir: Arc<tempfile::TempDir>,
+        public_listener: TcpListener,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Result<Self, callbox::tls::TlsError> {
+        // The box's log goes to the test's captured output (shown when a test fails).
+        let _ = env_logger::builder().is_test(true).filter_module("callbox", log::LevelFilter::Info).try_init();
+        let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let public = public_listener.local_addr().unwrap();
+        let admin = admin_listener.local_addr().unwrap();
+        let mut config = Config::dev(dir.path().to_owned(), Secret::new(AUTH_TOKEN), Secret::new(ADMIN_TOKEN))
+            .with_public_url(PublicUrl::parse(&format!("https://{}:{}", pebble::DOMAIN, public.port())).unwrap());
+        tweak(&mut config);
+        let shutdown = CancellationToken::new();
+        let tls = callbox::tls::Tls::start(&config, shutdown.clone(), None).await?;
+        let store = Store::open(dir.path()).unwrap();
+        let server = Server::new(App::new(config, store).with_tls(tls), public_listener, admin_listener);
+        let app = server.app();
+        let task = tokio::spawn(server.run(shutdown.clone()));
+        Ok(Self { public, admin, app, dir, shutdown, task: Some(task) })
+    }
+
+    /// A TLS connection to the public listener as `shop.example.test`, trusting only `roots`.
+    pub async fn tls_conn(&self, roots: &[CertificateDer<'static>]) -> std::io::Result<TlsConn> {
+        TlsConn::connect(self.public, pebble::DOMAIN, roots).await
+    }
+
+    /// A correctly signed Twilio form POST on an open TLS connection.
+    pub async fn post_signed_on(&self, conn: &mut TlsConn, target: &str, params: &[(&str, &str)]) -> Reply {
+        let sig = self.sign(target, params);
+        let headers = [("content-type", "application/x-www-form-urlencoded"), ("x-twilio-signature", sig.as_str())];
+        conn.request(Method::POST, target, &headers, Bytes::from(encode_form(params))).await.unwrap()
+    }
+
+    /// Waits (bounded) until the TLS status satisfies `pred`; panics with the status otherwise.
+    pub async fn wait_tls(
+        &self,
+        what: &str,
+        pred: impl Fn(&callbox::tls::TlsStatus) -> bool,
+    ) -> callbox::tls::TlsStatus {
+        let mut rx = self.app.tls.status();
+        let result = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            loop {
+                {
+                    let s = rx.borrow_and_update();
+                    if pred(&s) {
+                        return s.clone();
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+        .await;
+        match result {
+            Ok(s) => s,
+            Err(_) => panic!("timed out waiting for {what}; TLS status: {:#?}", *rx.borrow()),
+        }
+    }
+
     /// Stops the server gracefully and waits until the store is closed.
     pub async fn stop(mut self) -> Arc<tempfile::TempDir> {
         self.shutdown.cancel();
@@ -125,6 +191,87 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// A kept-alive HTTPS/1.1 client connection with a real rustls client.
+pub struct TlsConn {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    /// The chain the server presented, leaf first.
+    pub peer_chain: Vec<CertificateDer<'static>>,
+    host: String,
+}
+
+impl TlsConn {
+    /// Connects to `addr` with SNI `server_name`, trusting only `roots`.
+    pub async fn connect(
+        addr: SocketAddr,
+        server_name: &str,
+        roots: &[CertificateDer<'static>],
+    ) -> std::io::Result<Self> {
+        let mut store = rustls::RootCertStore::empty();
+        for r in roots {
+            store.add(r.clone()).map_err(std::io::Error::other)?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(store)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let name = rustls::pki_types::ServerName::try_from(server_name.to_owned()).map_err(std::io::Error::other)?;
+        let tcp = TcpStream::connect(addr).await?;
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await?;
+        let peer_chain = stream.get_ref().1.peer_certificates().map(|c| c.to_vec()).unwrap_or_default();
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
+        tokio::spawn(conn);
+        Ok(Self { sender, peer_chain, host: format!("{server_name}:{}", addr.port()) })
+    }
+
+    /// One request on this connection.
+    pub async fn request(
+        &mut self,
+        method: Method,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Reply, hyper::Error> {
+        let mut req = Request::builder().method(method).uri(target).header("host", self.host.as_str());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = self.sender.send_request(req.body(Full::new(body)).unwrap()).await?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok(Reply { status, headers, body })
+    }
+
+    /// A GET on this connection.
+    pub async fn get(mut self, target: &str) -> Result<Reply, hyper::Error> {
+        self.request(Method::GET, target, &[], Bytes::new()).await
+    }
+
+    /// The serial (hex, as the box reports it) of the leaf the server presented.
+    pub fn leaf_serial(&self) -> String {
+        let (_, cert) = x509_parser::parse_x509_certificate(self.peer_chain[0].as_ref()).unwrap();
+        cert.tbs_certificate.raw_serial_as_string()
+    }
+
+    /// The DNS names of the leaf the server presented.
+    pub fn leaf_dns_names(&self) -> Vec<String> {
+        let (_, cert) = x509_parser::parse_x509_certificate(self.peer_chain[0].as_ref()).unwrap();
+        let san = cert.subject_alternative_name().unwrap().unwrap();
+        san.value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+                _ => None,
+            })
+            .collect()
     }
 }
 

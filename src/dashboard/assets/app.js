@@ -153,10 +153,11 @@ async function loadStatus() {
     const h = await (await api("/api/v1/health")).json();
     const chip = document.getElementById("health");
     let text = h.status === "ok" ? "healthy" : h.status;
-    const cert = h.certificate || h.tls;
-    if (cert && cert.not_after) text += " · cert until " + new Date(cert.not_after).toLocaleDateString();
+    const cert = h.tls && h.tls.certificate;
+    if (cert && cert.not_after) text += " · certificate until " + new Date(cert.not_after).toLocaleDateString();
+    if (h.tls_fault) text += " · certificate problem";
     chip.textContent = text;
-    chip.className = "chip " + (h.status === "ok" ? "ok" : "bad");
+    chip.className = "chip " + (h.status === "ok" && !h.tls_fault ? "ok" : "bad");
     document.getElementById("footer").textContent = `callbox ${h.version} · ${h.calls} calls in the log · ${h.public_url}`;
   } catch (e) { /* shown on the next poll */ }
   try {

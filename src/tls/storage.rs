@@ -1,0 +1,119 @@
+//! The ACME state on disk under `<storage.dir>/tls/`: account credentials, the certificate
+//! and its key, and the retry schedule. The directory is 0700 and every file 0600, written to
+//! a temporary file, fsynced and renamed, so a power cut leaves the old or the new file whole.
+
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::TlsError;
+
+/// Account credentials and the directory they belong to.
+pub const ACCOUNT_FILE: &str = "account.json";
+/// The certificate chain, leaf first.
+pub const CERT_FILE: &str = "cert.pem";
+/// The certificate's private key.
+pub const KEY_FILE: &str = "key.pem";
+/// Retry schedule and last outcome.
+pub const STATE_FILE: &str = "state.json";
+
+/// The retry schedule, kept across restarts so a crash loop cannot hammer the CA.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AcmeState {
+    /// The directory the stored certificate came from; a different one means a new order.
+    pub directory: Option<String>,
+    /// Failed attempts in a row.
+    pub failures: u32,
+    /// No attempt before this moment.
+    pub next_attempt: Option<Timestamp>,
+    /// Last attempt.
+    pub last_attempt: Option<Timestamp>,
+    /// Last success.
+    pub last_success: Option<Timestamp>,
+    /// Last failure's message.
+    pub last_error: Option<String>,
+}
+
+/// Account credentials as stored.
+#[derive(Serialize, Deserialize)]
+pub struct StoredAccount {
+    /// The directory URL the account lives on.
+    pub directory: String,
+    /// What instant-acme needs to sign requests.
+    pub credentials: instant_acme::AccountCredentials,
+}
+
+/// The `tls/` directory.
+#[derive(Debug, Clone)]
+pub struct TlsDir {
+    dir: PathBuf,
+}
+
+impl TlsDir {
+    /// Creates (0700) or opens `<storage>/tls`, tightening permissions left too open.
+    pub fn open(storage: &Path) -> Result<Self, TlsError> {
+        let dir = storage.join("tls");
+        let io = |source| TlsError::Storage { path: dir.clone(), source };
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        Ok(Self { dir })
+    }
+
+    /// Path of a file in the directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// The file's bytes, or `None` when it does not exist.
+    pub fn read(&self, name: &str) -> Result<Option<Vec<u8>>, TlsError> {
+        let path = self.path(name);
+        match std::fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(TlsError::Storage { path, source }),
+        }
+    }
+
+    /// Replaces the file atomically with `bytes`, mode 0600.
+    pub fn write(&self, name: &str, bytes: &[u8]) -> Result<(), TlsError> {
+        let path = self.path(name);
+        let tmp = self.path(&format!(".{name}.tmp"));
+        let io = |source| TlsError::Storage { path: path.clone(), source };
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io)?;
+        f.write_all(bytes).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        drop(f);
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        // The rename is durable only once the directory entry is on disk.
+        std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io)?;
+        Ok(())
+    }
+
+    /// The retry schedule; a damaged file counts as empty (logged) rather than blocking TLS.
+    pub fn load_state(&self) -> AcmeState {
+        match self.read(STATE_FILE) {
+            Ok(Some(b)) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                log::warn!(
+                    "tls: {} is damaged ({e}); starting a fresh retry schedule",
+                    self.path(STATE_FILE).display()
+                );
+                AcmeState::default()
+            }),
+            Ok(None) => AcmeState::default(),
+            Err(e) => {
+                log::warn!("tls: {e}; starting a fresh retry schedule");
+                AcmeState::default()
+            }
+        }
+    }
+
+    /// Persists the retry schedule.
+    pub fn save_state(&self, state: &AcmeState) -> Result<(), TlsError> {
+        let bytes = serde_json::to_vec_pretty(state).map_err(|e| TlsError::Internal(format!("encoding state: {e}")))?;
+        self.write(STATE_FILE, &bytes)
+    }
+}
