@@ -107,6 +107,8 @@ struct RawConfig {
     tls: TlsConfig,
     #[serde(default)]
     log: LogConfig,
+    #[serde(default)]
+    media: MediaConfig,
 }
 
 /// The validated configuration the box runs with.
@@ -127,6 +129,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Media streams: call flows, greeting, recordings, relay.
+    pub media: MediaConfig,
     /// True for `serve --dev`.
     pub dev: bool,
 }
@@ -236,6 +240,107 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self { level: "info".into() }
+    }
+}
+
+/// `[media]`: what the box does with a call's media stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// WAV file played to callers before the beep (any rate, mono or stereo; resampled to
+    /// 8 kHz mono). Without one, a short built-in prompt tone is played.
+    pub greeting_wav: Option<PathBuf>,
+    /// Longest voicemail kept, in seconds; the stream ends when it is reached.
+    pub max_recording_secs: u32,
+    /// The flow for calls to numbers not listed in `flows`.
+    pub default_flow: FlowKind,
+    /// Flow per called number (`To`, E.164), e.g. `"+15035550100" = "relay"`.
+    pub flows: std::collections::BTreeMap<String, FlowKind>,
+    /// The voice agent's WebSocket (`ws://host:port/path`) for the `relay` flow.
+    pub relay_url: Option<String>,
+    /// Milliseconds the relay waits for the agent to connect before falling back to voicemail.
+    pub relay_connect_timeout_ms: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            greeting_wav: None,
+            max_recording_secs: 120,
+            default_flow: FlowKind::Voicemail,
+            flows: Default::default(),
+            relay_url: None,
+            relay_connect_timeout_ms: 2000,
+        }
+    }
+}
+
+/// A call flow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowKind {
+    /// Greeting, then record a message; `0` goes to the front desk.
+    #[default]
+    Voicemail,
+    /// Relay the stream to the voice agent, falling back to voicemail.
+    Relay,
+}
+
+impl FlowKind {
+    /// The name used in config, logs and the call record.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Voicemail => "voicemail",
+            Self::Relay => "relay",
+        }
+    }
+}
+
+impl MediaConfig {
+    /// The flow for a call to `to`.
+    pub fn flow_for(&self, to: Option<&str>) -> FlowKind {
+        to.and_then(|t| self.flows.get(t.trim())).copied().unwrap_or(self.default_flow)
+    }
+
+    /// The relay connect timeout as a duration.
+    pub fn relay_connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.relay_connect_timeout_ms)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_recording_secs == 0 {
+            return Err(ConfigError::invalid("media.max_recording_secs", "must be at least 1"));
+        }
+        if self.relay_connect_timeout_ms == 0 {
+            return Err(ConfigError::invalid("media.relay_connect_timeout_ms", "must be at least 1"));
+        }
+        if let Some(path) = &self.greeting_wav
+            && !path.is_absolute()
+        {
+            return Err(ConfigError::invalid(
+                "media.greeting_wav",
+                format!("must be an absolute path (got {path:?})"),
+            ));
+        }
+        let relay_used = self.default_flow == FlowKind::Relay || self.flows.values().any(|f| *f == FlowKind::Relay);
+        match &self.relay_url {
+            None if relay_used => Err(ConfigError::invalid(
+                "media.relay_url",
+                "is missing but a flow is \"relay\"; set it to the voice agent's ws://host:port/path",
+            )),
+            None => Ok(()),
+            Some(u) => match url::Url::parse(u) {
+                Ok(parsed) if parsed.scheme() == "ws" && parsed.host_str().is_some() => Ok(()),
+                Ok(parsed) if parsed.scheme() == "wss" => Err(ConfigError::invalid(
+                    "media.relay_url",
+                    "wss:// is not supported for the upstream agent in this build; use ws:// on the LAN or loopback",
+                )),
+                _ => Err(ConfigError::invalid(
+                    "media.relay_url",
+                    format!("{u:?} is not a ws://host[:port]/path URL"),
+                )),
+            },
+        }
     }
 }
 
@@ -428,6 +533,7 @@ impl Config {
             storage: raw.storage,
             tls: raw.tls,
             log: raw.log,
+            media: raw.media,
             dev: false,
         };
         config.apply_env(env);
@@ -447,6 +553,7 @@ impl Config {
             storage: StorageConfig { dir: data_dir, ..StorageConfig::default() },
             tls: TlsConfig::default(),
             log: LogConfig::default(),
+            media: MediaConfig::default(),
             dev: true,
         }
     }
@@ -518,6 +625,7 @@ impl Config {
                 "is empty; remove the key or set an E.164 number like \"+15035550100\"",
             ));
         }
+        self.media.validate()?;
         match self.log.level.to_ascii_lowercase().as_str() {
             "error" | "warn" | "info" | "debug" | "trace" | "off" => {}
             other => {

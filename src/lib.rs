@@ -13,5 +13,6 @@ pub mod calls;
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod media;
 pub mod server;
 pub mod twilio;

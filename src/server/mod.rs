@@ -49,6 +49,8 @@ pub struct App {
     pub started: Instant,
     /// Cancelled when the box shuts down; long-lived sessions (WebSockets) watch it.
     pub shutdown: CancellationToken,
+    /// Media-stream sessions and their shared greeting.
+    pub media: crate::media::Media,
 }
 
 impl App {
@@ -63,6 +65,7 @@ impl App {
             store_failed: AtomicBool::new(false),
             started: Instant::now(),
             shutdown: CancellationToken::new(),
+            media: crate::media::Media::new(),
         }
     }
 
@@ -129,6 +132,7 @@ impl Server {
         let tracker = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(app.config.server.max_connections));
         let header_timeout = app.config.server.header_timeout();
+        crate::media::recover_recordings(&app).await;
 
         let public_app = app.clone();
         tracker.spawn(accept_loop(
@@ -161,6 +165,7 @@ impl Server {
         if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
             log::warn!("shutdown: some connections did not finish within {DRAIN_TIMEOUT:?}; closing them");
         }
+        app.media.drain().await;
         match app.store.close() {
             Ok(()) => log::info!("call log flushed; stopped"),
             Err(e) => log::error!("final call log flush failed: {e}"),
