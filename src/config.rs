@@ -317,10 +317,7 @@ impl MediaConfig {
         if let Some(path) = &self.greeting_wav
             && !path.is_absolute()
         {
-            return Err(ConfigError::invalid(
-                "media.greeting_wav",
-                format!("must be an absolute path (got {path:?})"),
-            ));
+            return Err(ConfigError::invalid("media.greeting_wav", format!("must be an absolute path (got {path:?})")));
         }
         let relay_used = self.default_flow == FlowKind::Relay || self.flows.values().any(|f| *f == FlowKind::Relay);
         match &self.relay_url {
@@ -335,10 +332,7 @@ impl MediaConfig {
                     "media.relay_url",
                     "wss:// is not supported for the upstream agent in this build; use ws:// on the LAN or loopback",
                 )),
-                _ => Err(ConfigError::invalid(
-                    "media.relay_url",
-                    format!("{u:?} is not a ws://host[:port]/path URL"),
-                )),
+                _ => Err(ConfigError::invalid("media.relay_url", format!("{u:?} is not a ws://host[:port]/path URL"))),
             },
         }
     }

@@ -95,11 +95,7 @@ pub fn load_greeting(path: &Path) -> Result<Vec<u8>, GreetingError> {
         hound::SampleFormat::Float => reader.samples::<f32>().collect::<Result<_, _>>().map_err(read_err)?,
         hound::SampleFormat::Int => {
             let scale = 1.0 / (1u64 << (spec.bits_per_sample.clamp(1, 32) - 1)) as f32;
-            reader
-                .samples::<i32>()
-                .map(|s| s.map(|v| v as f32 * scale))
-                .collect::<Result<_, _>>()
-                .map_err(read_err)?
+            reader.samples::<i32>().map(|s| s.map(|v| v as f32 * scale)).collect::<Result<_, _>>().map_err(read_err)?
         }
     };
     // Down-mix to mono by averaging the channels.
@@ -108,11 +104,8 @@ pub fn load_greeting(path: &Path) -> Result<Vec<u8>, GreetingError> {
     if mono.is_empty() {
         return Err(unusable("it has no samples".into()));
     }
-    let resampled = if spec.sample_rate == SAMPLE_RATE {
-        mono
-    } else {
-        resample(&mono, spec.sample_rate).map_err(unusable)?
-    };
+    let resampled =
+        if spec.sample_rate == SAMPLE_RATE { mono } else { resample(&mono, spec.sample_rate).map_err(unusable)? };
     let mut out: Vec<u8> =
         resampled.iter().map(|s| mulaw_encode((s.clamp(-1.0, 1.0) * f32::from(i16::MAX)) as i16)).collect();
     pad_to_frames(&mut out);
@@ -167,7 +160,12 @@ impl std::fmt::Debug for Recording {
 }
 
 fn wav_spec() -> hound::WavSpec {
-    hound::WavSpec { channels: 1, sample_rate: SAMPLE_RATE, bits_per_sample: 16, sample_format: hound::SampleFormat::Int }
+    hound::WavSpec {
+        channels: 1,
+        sample_rate: SAMPLE_RATE,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    }
 }
 
 /// Keeps only characters safe in a file name (SIDs are `CA…`/`MZ…` hex, but they arrive over
@@ -370,11 +368,8 @@ mod tests {
         rec.write_mulaw(&audio).unwrap();
         let info = rec.finish().unwrap().unwrap();
         assert_eq!(info.duration_ms, 200);
-        let samples: Vec<i16> = hound::WavReader::open(dir.path().join(&info.path))
-            .unwrap()
-            .samples::<i16>()
-            .map(Result::unwrap)
-            .collect();
+        let samples: Vec<i16> =
+            hound::WavReader::open(dir.path().join(&info.path)).unwrap().samples::<i16>().map(Result::unwrap).collect();
         let expected: Vec<i16> = audio.iter().map(|b| mulaw_decode(*b)).collect();
         assert_eq!(samples, expected);
 
@@ -402,8 +397,12 @@ mod tests {
     fn greetings_are_resampled_to_8khz_mono() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.wav");
-        let spec =
-            hound::WavSpec { channels: 2, sample_rate: 44_100, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 44_100,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
         let mut w = hound::WavWriter::create(&path, spec).unwrap();
         for i in 0..44_100 {
             let v = ((2.0 * std::f32::consts::PI * 440.0 * i as f32 / 44_100.0).sin() * 10_000.0) as i16;

@@ -160,15 +160,18 @@ impl Session {
             }
             Some(Ok(Message::Close(_))) => Err(End::Hangup),
             Some(Ok(_)) => Ok(()), // ping/pong: tungstenite answers pings itself
-            Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
-                Err(End::Protocol(CloseCode::Size, format!("message of {size} bytes exceeds the {max_size}-byte limit")))
-            }
+            Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => Err(End::Protocol(
+                CloseCode::Size,
+                format!("message of {size} bytes exceeds the {max_size}-byte limit"),
+            )),
             Some(Err(WsError::Capacity(e))) => Err(End::Protocol(CloseCode::Size, e.to_string())),
             Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
                 Err(End::Lost("connection reset without a close frame".into()))
             }
             Some(Err(WsError::Protocol(e))) => Err(End::Protocol(CloseCode::Protocol, e.to_string())),
-            Some(Err(WsError::Utf8(e))) => Err(End::Protocol(CloseCode::Invalid, format!("text frame is not UTF-8: {e}"))),
+            Some(Err(WsError::Utf8(e))) => {
+                Err(End::Protocol(CloseCode::Invalid, format!("text frame is not UTF-8: {e}")))
+            }
             Some(Err(e)) => Err(End::Lost(e.to_string())),
         }
     }

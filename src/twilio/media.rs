@@ -298,7 +298,8 @@ mod tests {
 
         let dtmf = r##"{"event":"dtmf","sequenceNumber":"57","streamSid":"MZ5f","dtmf":{"track":"inbound_track","digit":"#"}}"##;
         assert!(matches!(decode_inbound(dtmf).unwrap(), Inbound::Dtmf { dtmf, .. } if dtmf.digit == "#"));
-        let stop = r#"{"event":"stop","sequenceNumber":"9","streamSid":"MZ5f","stop":{"accountSid":"AC1","callSid":"CAab"}}"#;
+        let stop =
+            r#"{"event":"stop","sequenceNumber":"9","streamSid":"MZ5f","stop":{"accountSid":"AC1","callSid":"CAab"}}"#;
         assert!(matches!(decode_inbound(stop).unwrap(), Inbound::Stop { .. }));
         let connected = r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#;
         assert!(matches!(decode_inbound(connected).unwrap(), Inbound::Connected { .. }));
