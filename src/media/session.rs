@@ -190,6 +190,12 @@ impl Session {
                 Ok(())
             }
             Inbound::Stop { .. } if !started => Err(End::Hangup),
+            Inbound::Unknown => {
+                let shown: String = text.chars().take(120).collect();
+                log::info!("media stream {}: ignoring unknown event {shown}", self.sid());
+                self.forward_upstream(text).await;
+                Ok(())
+            }
             _ if !started => {
                 Err(End::Protocol(CloseCode::Protocol, "media, dtmf or mark received before start".into()))
             }
@@ -206,12 +212,6 @@ impl Session {
                 self.stop_seen = true;
                 self.forward_upstream(text).await;
                 Err(End::Hangup)
-            }
-            Inbound::Unknown => {
-                let shown: String = text.chars().take(120).collect();
-                log::info!("media stream {}: ignoring unknown event {shown}", self.sid());
-                self.forward_upstream(text).await;
-                Ok(())
             }
         }
     }

@@ -93,7 +93,11 @@ impl Caller {
             let msg = tokio::time::timeout(WAIT, self.ws.next()).await.expect("the box said nothing for 10 s");
             let text = match msg {
                 None | Some(Err(_)) => return FromBox::Closed(None),
-                Some(Ok(Message::Close(frame))) => return FromBox::Closed(frame.map(|f| f.code)),
+                Some(Ok(Message::Close(frame))) => {
+                    // Reading on sends tungstenite's reply, completing the close handshake.
+                    while let Some(Ok(_)) = self.ws.next().await {}
+                    return FromBox::Closed(frame.map(|f| f.code));
+                }
                 Some(Ok(Message::Text(t))) => t,
                 Some(Ok(other)) if other.is_ping() || other.is_pong() => continue,
                 Some(Ok(other)) => panic!("unexpected frame from the box: {other:?}"),
