@@ -15,4 +15,5 @@ pub mod config;
 pub mod logging;
 pub mod media;
 pub mod server;
+pub mod simulate;
 pub mod twilio;
