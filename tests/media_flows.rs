@@ -420,3 +420,35 @@ async fn relay_fails_over_when_the_agent_drops_mid_call() {
     assert_eq!(stopped.details["MediaEvent"], "stopped");
     assert!(stopped.details.contains_key("Failover"));
 }
+
+#[tokio::test]
+async fn shutdown_closes_streams_cleanly_and_keeps_the_message() {
+    let server = TestServer::start().await;
+    let mut c = caller(&server, "CA00000000000000000000000000000013").await;
+    c.through_greeting().await;
+    let said = test_audio(10);
+    for frame in said.chunks(160) {
+        c.media(frame).await;
+    }
+    // The session handles messages in order and answers a ping when it reads it: once the
+    // pong is back, every frame before it is in the recording.
+    c.ws.send(Message::Ping(Default::default())).await.unwrap();
+    loop {
+        match c.ws.next().await.unwrap().unwrap() {
+            Message::Pong(_) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let call_sid = c.call_sid.clone();
+    let app = server.app.clone();
+    let closing = tokio::spawn(async move { c.closed().await });
+    let dir = server.stop().await;
+    assert_eq!(closing.await.unwrap(), Some(CloseCode::Away));
+    // The store is closed now; reopen the log as the next start would.
+    drop(app);
+    let server = TestServer::start_in(dir, |_| {}).await;
+    let stream = server.app.store.get(&call_sid).unwrap().unwrap().stream.unwrap();
+    assert_eq!(stream.outcome.as_deref(), Some("message"));
+    assert!(stream.error.unwrap().contains("shut down"));
+    assert_eq!(wav_samples(&server.dir.path().join(stream.recording.unwrap().path)), decoded(&said));
+}

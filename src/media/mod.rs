@@ -146,6 +146,14 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     if app.shutdown.is_cancelled() || app.media.sessions.is_closed() {
         return h::text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
     }
+    // An upgraded socket no longer holds a connection permit, so sessions have their own cap.
+    if app.media.active_sessions() >= app.config.server.max_connections {
+        log::warn!(
+            "refused media stream: {} sessions already running (server.max_connections)",
+            app.media.active_sessions()
+        );
+        return h::text(StatusCode::SERVICE_UNAVAILABLE, "too many media streams\n");
+    }
     let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) else {
         return h::text(StatusCode::BAD_REQUEST, "bad Sec-WebSocket-Key\n");
     };
