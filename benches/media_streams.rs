@@ -137,9 +137,8 @@ fn main() {
     let frames = Arc::new(AtomicU64::new(0));
     let ready = Arc::new(AtomicU64::new(0));
     let shared = Arc::new((server.public.clone(), server.token.clone()));
-    let tasks: Vec<_> = (0..k)
-        .map(|n| runtime.spawn(stream(shared.clone(), n, seconds + 3, frames.clone(), ready.clone())))
-        .collect();
+    let tasks: Vec<_> =
+        (0..k).map(|n| runtime.spawn(stream(shared.clone(), n, seconds + 3, frames.clone(), ready.clone()))).collect();
     // Steady state: every stream past its greeting and recording.
     let wait_start = Instant::now();
     while ready.load(Ordering::Relaxed) < k as u64 && wait_start.elapsed() < Duration::from_secs(30) {

@@ -166,10 +166,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
                 return;
             }
         };
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(MAX_MESSAGE_BYTES))
-            .max_frame_size(Some(MAX_MESSAGE_BYTES));
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config())).await;
         session::run(session_app, ws).await;
     });
     let mut r = h::empty(StatusCode::SWITCHING_PROTOCOLS);
@@ -178,6 +175,18 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     r
+}
+
+/// WebSocket settings for both sockets of a session (Twilio's and the relay's).
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_MESSAGE_BYTES))
+        // Media messages are ~400 bytes: a small read buffer (it grows for a larger message
+        // up to the limit) keeps a thousand idle-ish streams from holding 128 KiB each, and
+        // writing each message at once adds no latency to paced audio.
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
 }
 
 /// The `Sec-WebSocket-Key` of a valid upgrade request, or `None` when it is not one.

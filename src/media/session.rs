@@ -18,12 +18,11 @@ use jiff::Timestamp;
 use tokio::net::TcpStream;
 use tokio::time::{Interval, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::MAX_MESSAGE_BYTES;
 use super::audio::{Recording, SAMPLE_RATE};
 use crate::calls::{CallEvent, EventSource, StreamInfo};
 use crate::config::FlowKind;
@@ -125,12 +124,20 @@ struct Session {
 
 impl Session {
     async fn serve(&mut self) -> End {
+        // One coarse timer for the idle check, rather than a timer armed for every frame.
+        let mut idle_check = tokio::time::interval(IDLE_TIMEOUT / 4);
+        idle_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_heard = tokio::time::Instant::now();
         loop {
             let wake = tokio::select! {
-                m = tokio::time::timeout(IDLE_TIMEOUT, self.ws.next()) => match m {
-                    Ok(m) => Wake::Twilio(m),
-                    Err(_) => Wake::Idle,
-                },
+                m = self.ws.next() => {
+                    last_heard = tokio::time::Instant::now();
+                    Wake::Twilio(m)
+                }
+                _ = idle_check.tick() => {
+                    if last_heard.elapsed() < IDLE_TIMEOUT { continue; }
+                    Wake::Idle
+                }
                 w = phase_wake(&mut self.phase) => w,
                 () = self.app.shutdown.cancelled() => Wake::Shutdown,
             };
@@ -341,9 +348,7 @@ impl Session {
         let Some(url) = media.relay_url.clone() else {
             return self.fail_over("no relay_url configured".into()).await;
         };
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(MAX_MESSAGE_BYTES))
-            .max_frame_size(Some(MAX_MESSAGE_BYTES));
+        let config = super::ws_config();
         let timeout = media.relay_connect_timeout();
         let connect = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true);
         let mut upstream = match tokio::time::timeout(timeout, connect).await {
