@@ -708,4 +708,31 @@ mod tests {
         let e = Config::from_toml("public_urll = \"x\"\n", Path::new("t.toml"), &none).unwrap_err();
         assert!(e.to_string().contains("public_urll"), "{e}");
     }
+
+    #[test]
+    fn media_section_picks_flows_and_names_bad_keys() {
+        let env =
+            EnvSecrets { twilio_auth_token: Some("t".into()), admin_token: Some("admin-token-0123456789".into()) };
+        let base = "public_url = \"shop.example.com\"\n[storage]\ndir = \"/tmp/x\"\n";
+        let c = Config::from_toml(
+            &format!("{base}[media]\nrelay_url = \"ws://127.0.0.1:9000/agent\"\n[media.flows]\n\"+15035550100\" = \"relay\"\n"),
+            Path::new("t"),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.media.flow_for(Some("+15035550100")), FlowKind::Relay);
+        assert_eq!(c.media.flow_for(Some("+15035550199")), FlowKind::Voicemail);
+        assert_eq!(c.media.flow_for(None), FlowKind::Voicemail);
+        assert_eq!(c.media.relay_connect_timeout(), Duration::from_secs(2));
+        for (bad, key) in [
+            ("default_flow = \"relay\"\n", "media.relay_url"),
+            ("relay_url = \"wss://agent.example.com/x\"\n", "media.relay_url"),
+            ("max_recording_secs = 0\n", "media.max_recording_secs"),
+            ("greeting_wav = \"greeting.wav\"\n", "media.greeting_wav"),
+            ("default_flow = \"ivr\"\n", "ivr"),
+        ] {
+            let e = Config::from_toml(&format!("{base}[media]\n{bad}"), Path::new("t"), &env).unwrap_err();
+            assert!(e.to_string().contains(key), "{bad}: {e}");
+        }
+    }
 }
