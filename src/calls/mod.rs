@@ -9,5 +9,5 @@ pub mod store;
 
 pub use bus::{Bus, BusMessage};
 pub use event::{CallEvent, CallStatus, EventSource};
-pub use record::{Applied, CallRecord};
+pub use record::{Applied, CallRecord, RecordingInfo, StreamInfo};
 pub use store::{Recorded, Store, StoreError};

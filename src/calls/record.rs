@@ -31,6 +31,54 @@ pub struct CallRecord {
     pub duration_secs: Option<u64>,
     /// Every distinct event, in the order they happened.
     pub events: Vec<CallEvent>,
+    /// The call's media stream, once one was opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamInfo>,
+}
+
+/// What happened on a call's media stream (the WebSocket session).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamInfo {
+    /// Twilio's StreamSid.
+    pub stream_sid: String,
+    /// When the stream's `start` arrived.
+    pub started_at: Option<Timestamp>,
+    /// When the session ended.
+    pub stopped_at: Option<Timestamp>,
+    /// The flow that ran last (`voicemail` or `relay`).
+    pub flow: String,
+    /// Media frames received from Twilio.
+    pub frames_in: u64,
+    /// Media frames sent to Twilio.
+    pub frames_out: u64,
+    /// Keys the caller pressed, in order.
+    pub dtmf: String,
+    /// Marks sent to Twilio.
+    pub marks_sent: u64,
+    /// Marks Twilio echoed back.
+    pub marks_echoed: u64,
+    /// Why the relay fell back to voicemail, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<String>,
+    /// `message`, `front-desk`, `relayed`, `hangup` or `error`.
+    pub outcome: Option<String>,
+    /// What went wrong, when the outcome is `error` or the socket was lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The caller's message, when one was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<RecordingInfo>,
+}
+
+/// A voicemail recording on disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingInfo {
+    /// Path relative to `storage.dir`.
+    pub path: String,
+    /// Length in milliseconds.
+    pub duration_ms: u64,
+    /// File size in bytes.
+    pub bytes: u64,
 }
 
 /// What applying an event did.
@@ -57,6 +105,7 @@ impl CallRecord {
             status: CallStatus::Other("unknown".into()),
             duration_secs: None,
             events: Vec::new(),
+            stream: None,
         };
         record.apply(event.clone());
         record

@@ -184,6 +184,21 @@ fn print_table(out: &mut impl std::io::Write, calls: &[CallRecord]) -> anyhow::R
             c.call_sid
         )
         .context("writing the table")?;
+        if let Some(s) = &c.stream {
+            let recording = s
+                .recording
+                .as_ref()
+                .map(|r| format!(", recording {} ({:.1} s)", printable(Some(&r.path)), r.duration_ms as f64 / 1000.0))
+                .unwrap_or_default();
+            let failover = if s.failover.is_some() { " after relay fail-over" } else { "" };
+            writeln!(
+                out,
+                "{:<21}{} flow{failover}: {}{recording}",
+                "",
+                s.flow,
+                s.outcome.as_deref().unwrap_or("in progress")
+            )?;
+        }
     }
     Ok(())
 }

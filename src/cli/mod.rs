@@ -1,7 +1,8 @@
-//! The command line: `serve`, `check`, `calls`.
+//! The command line: `serve`, `check`, `calls`, `simulate-call`.
 
 mod calls;
 mod serve;
+mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +31,8 @@ enum Command {
     },
     /// Print the recent call log (through the running service, or from the store when it is stopped).
     Calls(calls::CallsArgs),
+    /// Play Twilio against a box: a signed incoming call, the media stream, status callbacks.
+    SimulateCall(simulate::SimulateArgs),
 }
 
 /// Where to find the configuration: a file, or dev mode.
@@ -60,6 +63,7 @@ pub fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Serve(args) => report(serve::run(args)),
         Command::Calls(args) => report(calls::run(args)),
+        Command::SimulateCall(args) => report(simulate::run(args)),
     }
 }
 

@@ -104,17 +104,23 @@ async fn serve(mut config: Config, listen: Option<SocketAddr>, admin_listen: Opt
     let tls = crate::tls::Tls::start(&config, shutdown.clone(), http_listener).await?;
     let public_scheme = if tls.acceptor().is_some() { "https" } else { "http" };
 
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "callbox {} serving", env!("CARGO_PKG_VERSION"))?;
-    writeln!(out, "  public listener (Twilio): {public_scheme}://{public_addr}")?;
-    writeln!(out, "  admin listener (LAN):     http://{admin_addr}")?;
-    writeln!(out, "  public_url:               {}", config.public_url)?;
-    writeln!(out, "  call log:                 {}", config.storage.dir.display())?;
+    // The banner is for whoever started the box; a closed stdout (a supervisor that stopped
+    // reading) must not stop the service, so write errors are ignored.
+    let mut banner = format!(
+        "callbox {} serving\n  public listener (Twilio): {public_scheme}://{public_addr}\n  admin listener (LAN):     http://{admin_addr}\n  public_url:               {}\n  call log:                 {}\n",
+        env!("CARGO_PKG_VERSION"),
+        config.public_url,
+        config.storage.dir.display()
+    );
     if config.dev {
-        writeln!(out, "  dev Twilio auth token:    {}", config.twilio.auth_token.expose())?;
-        writeln!(out, "  dev admin token:          {}", config.admin.token.expose())?;
+        banner.push_str(&format!(
+            "  dev Twilio auth token:    {}\n  dev admin token:          {}\n",
+            config.twilio.auth_token.expose(),
+            config.admin.token.expose()
+        ));
     }
-    out.flush()?;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
     drop(out);
 
     tokio::spawn(stop_on_signal(shutdown.clone()));

@@ -59,6 +59,8 @@ pub struct App {
     pub sessions: Sessions,
     /// TLS of the public listener and the certificate state.
     pub tls: Tls,
+    /// Media-stream sessions and their shared greeting.
+    pub media: crate::media::Media,
 }
 
 /// The client address of a connection, attached to each of its requests.
@@ -81,6 +83,7 @@ impl App {
             metrics: Metrics::new(serves_tls),
             sessions: Sessions::default(),
             tls: Tls::off(),
+            media: crate::media::Media::new(),
         }
     }
 
@@ -153,6 +156,7 @@ impl Server {
         let tracker = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(app.config.server.max_connections));
         let header_timeout = app.config.server.header_timeout();
+        crate::media::recover_recordings(&app).await;
 
         let public_app = app.clone();
         let public_tls = app.tls.acceptor().map(|a| (a, app.tls.handshake_timeout()));
@@ -190,6 +194,7 @@ impl Server {
         {
             log::warn!("shutdown: some connections did not finish within {DRAIN_TIMEOUT:?}; closing them");
         }
+        app.media.drain().await;
         match app.store.close() {
             Ok(()) => log::info!("call log flushed; stopped"),
             Err(e) => log::error!("final call log flush failed: {e}"),

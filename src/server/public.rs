@@ -44,6 +44,7 @@ pub(super) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Bo
         paths::INCOMING_CALL | paths::INCOMING_CALL_ALIAS => Webhook::IncomingCall,
         paths::CALL_STATUS | paths::CALL_STATUS_ALIAS => Webhook::CallStatus,
         paths::STREAM_STATUS => Webhook::StreamStatus,
+        paths::MEDIA_STREAM => return crate::media::handle(app, req).await,
         _ => return h::text(StatusCode::NOT_FOUND, "not found\n"),
     };
     if req.method() != Method::POST {

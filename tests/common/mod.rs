@@ -16,6 +16,8 @@ use rustls::pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+pub mod twilio_ws;
+
 use callbox::calls::Store;
 use callbox::config::{Config, PublicUrl, Secret};
 use callbox::server::{App, Server};
@@ -460,5 +462,48 @@ impl Drop for BinServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The media-stream WebSocket path.
+pub const MEDIA_PATH: &str = "/api/v1/voice/media-stream";
+
+/// A WebSocket client connection to the box.
+pub type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+impl TestServer {
+    /// The signature Twilio puts on the media-stream upgrade: over the `wss://` URL, no params.
+    pub fn media_signature(&self) -> String {
+        let url = format!("{}{MEDIA_PATH}", self.app.config.public_url.wss_origin());
+        signature::compute(AUTH_TOKEN, &url, &[])
+    }
+
+    /// Opens the media stream as Twilio does (signed upgrade).
+    pub async fn ws_connect(&self) -> Ws {
+        self.ws_connect_with(Some(&self.media_signature())).await.unwrap()
+    }
+
+    /// Opens the media stream with the given signature header (or none).
+    pub async fn ws_connect_with(&self, signature: Option<&str>) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let mut req = format!("ws://{}{MEDIA_PATH}", self.public).into_client_request().unwrap();
+        if let Some(s) = signature {
+            req.headers_mut().insert("x-twilio-signature", s.parse().unwrap());
+        }
+        let tcp = TcpStream::connect(self.public).await.unwrap();
+        tokio_tungstenite::client_async(req, tcp).await.map(|(ws, _)| ws)
+    }
+
+    /// Waits (bounded) until the call's media stream has an outcome, and returns the record.
+    pub async fn wait_stream_outcome(&self, call_sid: &str) -> callbox::calls::CallRecord {
+        for _ in 0..500 {
+            if let Some(r) = self.app.store.get(call_sid).unwrap()
+                && r.stream.as_ref().is_some_and(|s| s.outcome.is_some())
+            {
+                return r;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("call {call_sid} never got a stream outcome: {:?}", self.app.store.get(call_sid).unwrap());
     }
 }

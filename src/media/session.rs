@@ -1,0 +1,561 @@
+//! One media stream: Twilio's messages in, the flow's answers out, and what happened into the
+//! call record and onto the bus.
+//!
+//! A session is a single task driven by one `select!` over Twilio's socket, the flow's own
+//! clock or upstream socket, and the shutdown token, so nothing is shared and nothing needs a
+//! lock. Every way out of the loop (stop, keypress, protocol error, lost socket, shutdown)
+//! goes through [`Session::finish`], which finalizes the recording before the call log
+//! is written.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use jiff::Timestamp;
+use tokio::net::TcpStream;
+use tokio::time::{Interval, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::audio::{Recording, SAMPLE_RATE};
+use crate::calls::{CallEvent, EventSource, StreamInfo};
+use crate::config::FlowKind;
+use crate::server::App;
+use crate::twilio::media::{self as proto, FRAME_SAMPLES, Inbound, Outbound, Start};
+
+type Twilio = WebSocketStream<TokioIo<Upgraded>>;
+type Upstream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// One greeting frame.
+const FRAME: Duration = Duration::from_millis(20);
+/// Twilio sends a frame every 20 ms; this much silence means the peer is gone.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A peer that does not take a frame for this long is gone.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time given to the peer to answer our close frame.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Name of the mark sent after the greeting.
+const GREETING_MARK: &str = "greeting-end";
+/// DTMF digits kept in the record (a stuck key must not grow it without bound).
+const MAX_DIGITS: usize = 64;
+
+/// Where the flow is.
+enum Phase {
+    /// No `start` yet.
+    AwaitStart,
+    /// Playing the greeting, one frame per tick.
+    Greeting { pos: usize, ticker: Interval },
+    /// Greeting sent; waiting for Twilio to echo its mark (it has then been played).
+    AwaitGreetingMark,
+    /// Recording the caller.
+    Recording(Recording),
+    /// Relaying to the upstream agent.
+    Relay(Box<Upstream>),
+    /// Over.
+    Done,
+}
+
+/// Why the session ends.
+#[derive(Debug)]
+enum End {
+    /// Twilio sent `stop` or closed the socket: the caller hung up (or the call ended).
+    Hangup,
+    /// The caller pressed `0`: close so Twilio runs the fallthrough (the front desk).
+    FrontDesk,
+    /// The message is complete (`#` or the length limit).
+    MessageDone,
+    /// The socket broke without a close.
+    Lost(String),
+    /// Twilio (or whoever) broke the protocol: close with this code.
+    Protocol(CloseCode, String),
+    /// Something on the box failed (disk).
+    Failed(String),
+    /// The box is shutting down.
+    Shutdown,
+}
+
+/// What woke the session up.
+enum Wake {
+    Twilio(Option<Result<Message, WsError>>),
+    Idle,
+    Tick,
+    Upstream(Option<Result<Message, WsError>>),
+    Shutdown,
+}
+
+/// Runs one accepted media stream to its end.
+pub(super) async fn run(app: Arc<App>, ws: Twilio) {
+    let mut session = Session {
+        app,
+        ws,
+        call_sid: None,
+        info: StreamInfo::default(),
+        flow: FlowKind::Voicemail,
+        phase: Phase::AwaitStart,
+        greeting: Arc::from(Vec::new()),
+        scratch: Vec::with_capacity(FRAME_SAMPLES),
+        raw_connected: None,
+        raw_start: None,
+        stop_seen: false,
+    };
+    let end = session.serve().await;
+    session.finish(end).await;
+}
+
+struct Session {
+    app: Arc<App>,
+    ws: Twilio,
+    call_sid: Option<String>,
+    info: StreamInfo,
+    flow: FlowKind,
+    phase: Phase,
+    greeting: Arc<[u8]>,
+    scratch: Vec<u8>,
+    raw_connected: Option<String>,
+    raw_start: Option<String>,
+    stop_seen: bool,
+}
+
+impl Session {
+    async fn serve(&mut self) -> End {
+        // One coarse timer for the idle check, rather than a timer armed for every frame.
+        let mut idle_check = tokio::time::interval(IDLE_TIMEOUT / 4);
+        idle_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_heard = tokio::time::Instant::now();
+        loop {
+            let wake = tokio::select! {
+                m = self.ws.next() => {
+                    last_heard = tokio::time::Instant::now();
+                    Wake::Twilio(m)
+                }
+                _ = idle_check.tick() => {
+                    if last_heard.elapsed() < IDLE_TIMEOUT { continue; }
+                    Wake::Idle
+                }
+                w = phase_wake(&mut self.phase) => w,
+                () = self.app.shutdown.cancelled() => Wake::Shutdown,
+            };
+            let step = match wake {
+                Wake::Twilio(m) => self.on_twilio(m).await,
+                Wake::Idle => Err(End::Lost(format!("no message from Twilio for {IDLE_TIMEOUT:?}"))),
+                Wake::Tick => self.on_tick().await,
+                Wake::Upstream(m) => self.on_upstream(m).await,
+                Wake::Shutdown => Err(End::Shutdown),
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    fn sid(&self) -> &str {
+        &self.info.stream_sid
+    }
+
+    async fn on_twilio(&mut self, message: Option<Result<Message, WsError>>) -> Result<(), End> {
+        match message {
+            None => Err(End::Lost("connection closed without a close frame".into())),
+            Some(Ok(Message::Text(text))) => self.on_text(text).await,
+            Some(Ok(Message::Binary(_))) => {
+                Err(End::Protocol(CloseCode::Unsupported, "binary frame (the protocol uses text frames only)".into()))
+            }
+            Some(Ok(Message::Close(_))) => Err(End::Hangup),
+            Some(Ok(_)) => Ok(()), // ping/pong: tungstenite answers pings itself
+            Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => Err(End::Protocol(
+                CloseCode::Size,
+                format!("message of {size} bytes exceeds the {max_size}-byte limit"),
+            )),
+            Some(Err(WsError::Capacity(e))) => Err(End::Protocol(CloseCode::Size, e.to_string())),
+            Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
+                Err(End::Lost("connection reset without a close frame".into()))
+            }
+            Some(Err(WsError::Protocol(e))) => Err(End::Protocol(CloseCode::Protocol, e.to_string())),
+            Some(Err(WsError::Utf8(e))) => {
+                Err(End::Protocol(CloseCode::Invalid, format!("text frame is not UTF-8: {e}")))
+            }
+            Some(Err(e)) => Err(End::Lost(e.to_string())),
+        }
+    }
+
+    async fn on_text(&mut self, text: Utf8Bytes) -> Result<(), End> {
+        let message = proto::decode_inbound(&text).map_err(|e| End::Protocol(CloseCode::Invalid, e.to_string()))?;
+        let started = !matches!(self.phase, Phase::AwaitStart);
+        match message {
+            Inbound::Connected { .. } => {
+                self.raw_connected = Some(text.to_string());
+                Ok(())
+            }
+            Inbound::Start { start, .. } if !started => self.on_start(start, &text).await,
+            Inbound::Start { .. } => {
+                log::warn!("media stream {}: second start message ignored", self.sid());
+                Ok(())
+            }
+            Inbound::Stop { .. } if !started => Err(End::Hangup),
+            Inbound::Unknown => {
+                let shown: String = text.chars().take(120).collect();
+                log::info!("media stream {}: ignoring unknown event {shown}", self.sid());
+                self.forward_upstream(text).await;
+                Ok(())
+            }
+            _ if !started => {
+                Err(End::Protocol(CloseCode::Protocol, "media, dtmf or mark received before start".into()))
+            }
+            Inbound::Media { media, .. } => {
+                self.info.frames_in += 1;
+                self.on_media(&media.payload, text).await
+            }
+            Inbound::Dtmf { dtmf, .. } => self.on_dtmf(&dtmf.digit, text).await,
+            Inbound::Mark { mark, .. } => {
+                self.info.marks_echoed += 1;
+                self.on_mark(&mark.name, text).await
+            }
+            Inbound::Stop { .. } => {
+                self.stop_seen = true;
+                self.forward_upstream(text).await;
+                Err(End::Hangup)
+            }
+        }
+    }
+
+    async fn on_start(&mut self, start: Start, raw: &str) -> Result<(), End> {
+        self.raw_start = Some(raw.to_owned());
+        let call_sid = start.call_sid.clone();
+        let mut to = start.custom_parameters.get("To").cloned();
+        if to.is_none() {
+            to = self.app.store.get(&call_sid).ok().flatten().and_then(|r| r.to);
+        }
+        self.flow = self.app.config.media.flow_for(to.as_deref());
+        self.info = StreamInfo {
+            stream_sid: start.stream_sid.clone(),
+            started_at: Some(Timestamp::now()),
+            flow: self.flow.as_str().into(),
+            ..StreamInfo::default()
+        };
+        self.call_sid = Some(call_sid.clone());
+        log::info!(call_sid = call_sid.as_str(); "media stream {} of call {call_sid} started ({} flow)", start.stream_sid, self.flow.as_str());
+        self.event("started", BTreeMap::new()).await;
+        self.save().await;
+        match self.flow {
+            FlowKind::Voicemail => {
+                self.start_greeting().await;
+                Ok(())
+            }
+            FlowKind::Relay => self.start_relay().await,
+        }
+    }
+
+    async fn start_greeting(&mut self) {
+        self.flow = FlowKind::Voicemail;
+        self.info.flow = self.flow.as_str().into();
+        self.greeting = self.app.media.greeting(&self.app.config.media).await;
+        // `interval` keeps an absolute schedule (catching up after a stall), so the greeting
+        // never drifts from real time however long each send takes.
+        let mut ticker = tokio::time::interval(FRAME);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        self.phase = Phase::Greeting { pos: 0, ticker };
+    }
+
+    async fn on_tick(&mut self) -> Result<(), End> {
+        let Phase::Greeting { pos, .. } = &mut self.phase else { return Ok(()) };
+        let start = *pos;
+        let end = (start + FRAME_SAMPLES).min(self.greeting.len());
+        *pos = end;
+        let done = end >= self.greeting.len();
+        if end > start {
+            let frame = Outbound::media(&self.info.stream_sid, &self.greeting[start..end]);
+            self.send(&frame).await?;
+            self.info.frames_out += 1;
+        }
+        if done {
+            let mark = Outbound::mark(&self.info.stream_sid, GREETING_MARK);
+            self.send(&mark).await?;
+            self.info.marks_sent += 1;
+            self.phase = Phase::AwaitGreetingMark;
+        }
+        Ok(())
+    }
+
+    async fn on_mark(&mut self, name: &str, raw: Utf8Bytes) -> Result<(), End> {
+        match self.phase {
+            Phase::AwaitGreetingMark if name == GREETING_MARK => self.start_recording().await,
+            Phase::Relay(_) => {
+                self.forward_upstream(raw).await;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn start_recording(&mut self) -> Result<(), End> {
+        let call_sid = self.call_sid.clone().unwrap_or_default();
+        let recording = Recording::create(&self.app.config.storage.dir, &call_sid, &self.info.stream_sid)
+            .map_err(|e| End::Failed(format!("cannot create the recording: {e}")))?;
+        log::info!(call_sid = call_sid.as_str(); "call {call_sid}: recording to {}", recording.relative_path());
+        self.phase = Phase::Recording(recording);
+        self.event("answered", BTreeMap::new()).await;
+        Ok(())
+    }
+
+    async fn on_media(&mut self, payload: &str, raw: Utf8Bytes) -> Result<(), End> {
+        match &mut self.phase {
+            Phase::Recording(rec) => {
+                proto::decode_payload(payload, &mut self.scratch)
+                    .map_err(|e| End::Protocol(CloseCode::Invalid, e.to_string()))?;
+                rec.write_mulaw(&self.scratch).map_err(|e| End::Failed(format!("writing the recording: {e}")))?;
+                let max = u64::from(self.app.config.media.max_recording_secs) * u64::from(SAMPLE_RATE);
+                if rec.samples() >= max { Err(End::MessageDone) } else { Ok(()) }
+            }
+            Phase::Relay(_) => {
+                self.forward_upstream(raw).await;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn on_dtmf(&mut self, digit: &str, raw: Utf8Bytes) -> Result<(), End> {
+        if self.info.dtmf.len() < MAX_DIGITS {
+            self.info.dtmf.extend(digit.chars().take(1));
+        }
+        match self.phase {
+            Phase::Relay(_) => {
+                self.forward_upstream(raw).await;
+                Ok(())
+            }
+            Phase::Greeting { .. } | Phase::AwaitGreetingMark => {
+                // Barge-in: stop the greeting at once.
+                let clear = Outbound::clear(&self.info.stream_sid);
+                self.send(&clear).await?;
+                if digit == "0" {
+                    return Err(End::FrontDesk);
+                }
+                self.start_recording().await
+            }
+            Phase::Recording(_) if digit == "#" => Err(End::MessageDone),
+            Phase::Recording(_) if digit == "0" => Err(End::FrontDesk),
+            _ => Ok(()),
+        }
+    }
+
+    async fn start_relay(&mut self) -> Result<(), End> {
+        let media = &self.app.config.media;
+        let Some(url) = media.relay_url.clone() else {
+            return self.fail_over("no relay_url configured".into()).await;
+        };
+        let config = super::ws_config();
+        let timeout = media.relay_connect_timeout();
+        let connect = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true);
+        let mut upstream = match tokio::time::timeout(timeout, connect).await {
+            Ok(Ok((upstream, _))) => upstream,
+            Ok(Err(e)) => return self.fail_over(format!("upstream {url} refused: {e}")).await,
+            Err(_) => return self.fail_over(format!("upstream {url} did not connect within {timeout:?}")).await,
+        };
+        let connected = self
+            .raw_connected
+            .clone()
+            .unwrap_or_else(|| r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#.into());
+        for text in [Some(connected), self.raw_start.clone()].into_iter().flatten() {
+            if let Err(e) = upstream.send(Message::text(text)).await {
+                return self.fail_over(format!("upstream {url} dropped during setup: {e}")).await;
+            }
+        }
+        log::info!("media stream {}: relaying to {url}", self.sid());
+        self.phase = Phase::Relay(Box::new(upstream));
+        self.event("answered", BTreeMap::new()).await;
+        Ok(())
+    }
+
+    async fn fail_over(&mut self, why: String) -> Result<(), End> {
+        let call_sid = self.call_sid.clone().unwrap_or_default();
+        log::warn!(call_sid = call_sid.as_str(); "media stream {}: relay failed over to voicemail: {why}", self.sid());
+        if let Phase::Relay(mut upstream) = std::mem::replace(&mut self.phase, Phase::Done) {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, WebSocketStream::close(&mut upstream, None)).await;
+            // Whatever the agent queued must not play over the greeting.
+            let clear = Outbound::clear(&self.info.stream_sid);
+            self.send(&clear).await?;
+        }
+        self.info.failover = Some(why);
+        self.save().await;
+        self.start_greeting().await;
+        Ok(())
+    }
+
+    async fn on_upstream(&mut self, message: Option<Result<Message, WsError>>) -> Result<(), End> {
+        let text = match message {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Binary(_))) => {
+                log::warn!("media stream {}: upstream sent a binary frame; ignored", self.sid());
+                return Ok(());
+            }
+            Some(Ok(Message::Close(frame))) => {
+                let why = frame.map(|f| format!("{} {}", u16::from(f.code), f.reason)).unwrap_or_default();
+                return self.fail_over(format!("upstream agent closed the stream mid-call ({why})")).await;
+            }
+            Some(Ok(_)) => return Ok(()),
+            Some(Err(e)) => return self.fail_over(format!("upstream agent dropped mid-call: {e}")).await,
+            None => return self.fail_over("upstream agent dropped mid-call".into()).await,
+        };
+        match proto::decode_outbound(&text) {
+            Ok(Outbound::Unknown) => log::debug!("media stream {}: unknown upstream event ignored", self.sid()),
+            Ok(message) => {
+                match &message {
+                    Outbound::Media { .. } => self.info.frames_out += 1,
+                    Outbound::Mark { .. } => self.info.marks_sent += 1,
+                    _ => {}
+                }
+                let message = message.with_stream_sid(&self.info.stream_sid);
+                self.send(&message).await?;
+            }
+            Err(e) => log::warn!("media stream {}: upstream sent an invalid message ({e}); ignored", self.sid()),
+        }
+        Ok(())
+    }
+
+    /// Passes one of Twilio's messages to the agent unchanged; a failure fails over.
+    async fn forward_upstream(&mut self, text: Utf8Bytes) {
+        let Phase::Relay(upstream) = &mut self.phase else { return };
+        if let Err(e) = upstream.send(Message::Text(text)).await {
+            // The next wake of the upstream side reports the drop; fail over right away.
+            let _ = self.fail_over(format!("upstream agent dropped mid-call: {e}")).await;
+        }
+    }
+
+    async fn send(&mut self, message: &Outbound) -> Result<(), End> {
+        let text = proto::encode(message);
+        match tokio::time::timeout(SEND_TIMEOUT, self.ws.send(Message::text(text))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(End::Lost(format!("sending to Twilio failed: {e}"))),
+            Err(_) => Err(End::Lost(format!("Twilio took no data for {SEND_TIMEOUT:?}"))),
+        }
+    }
+
+    /// Closes everything, finalizes the recording and writes the outcome to the call log.
+    async fn finish(&mut self, end: End) {
+        let phase = std::mem::replace(&mut self.phase, Phase::Done);
+        let was_relay = matches!(phase, Phase::Relay(_));
+        match phase {
+            Phase::Recording(rec) => match rec.finish() {
+                Ok(info) => self.info.recording = info,
+                Err(e) => {
+                    log::error!("media stream {}: finishing the recording failed: {e}", self.sid());
+                    self.info.error = Some(format!("finishing the recording failed: {e}"));
+                }
+            },
+            Phase::Relay(mut upstream) => {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, WebSocketStream::close(&mut upstream, None)).await;
+            }
+            _ => {}
+        }
+        let has_message = self.info.recording.is_some();
+        let close = |code: CloseCode, reason: &str| Some(CloseFrame { code, reason: Utf8Bytes::from(reason) });
+        let (outcome, error, frame) = match &end {
+            End::Hangup if was_relay => ("relayed", None, close(CloseCode::Normal, "")),
+            End::Hangup => (if has_message { "message" } else { "hangup" }, None, close(CloseCode::Normal, "")),
+            End::FrontDesk => ("front-desk", None, close(CloseCode::Normal, "to the front desk")),
+            End::MessageDone => (if has_message { "message" } else { "hangup" }, None, close(CloseCode::Normal, "")),
+            End::Lost(why) if was_relay => ("relayed", Some(why.clone()), None),
+            End::Lost(why) if has_message => ("message", Some(why.clone()), None),
+            End::Lost(why) => ("error", Some(why.clone()), None),
+            End::Protocol(code, why) => ("error", Some(why.clone()), close(*code, "protocol error")),
+            End::Failed(why) => ("error", Some(why.clone()), close(CloseCode::Error, "internal error")),
+            End::Shutdown if has_message => ("message", Some("the box shut down".into()), close(CloseCode::Away, "")),
+            End::Shutdown => ("error", Some("the box shut down".into()), close(CloseCode::Away, "")),
+        };
+        match &end {
+            End::Protocol(code, why) => {
+                log::warn!("media stream {}: closing with {}: {why}", self.sid(), u16::from(*code))
+            }
+            End::Lost(why) => log::warn!("media stream {}: connection lost: {why}", self.sid()),
+            End::Failed(why) => log::error!("media stream {}: {why}", self.sid()),
+            _ => {}
+        }
+        if let Some(frame) = frame {
+            // Send our close and give Twilio a moment to answer it, so the close is clean.
+            let closing = async {
+                if self.ws.close(Some(frame)).await.is_ok() {
+                    while let Some(Ok(_)) = self.ws.next().await {}
+                }
+            };
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
+        }
+        self.info.stopped_at = Some(Timestamp::now());
+        self.info.outcome = Some(outcome.into());
+        if self.info.error.is_none() {
+            self.info.error = error;
+        }
+        let Some(call_sid) = self.call_sid.clone() else {
+            log::info!("media stream closed before start ({outcome})");
+            return;
+        };
+        log::info!(
+            call_sid = call_sid.as_str();
+            "media stream {} of call {call_sid} ended: {outcome}; {} frames in, {} out, digits {:?}{}",
+            self.sid(), self.info.frames_in, self.info.frames_out, self.info.dtmf,
+            self.info.recording.as_ref().map(|r| format!(", recording {} ({} ms)", r.path, r.duration_ms)).unwrap_or_default()
+        );
+        self.save().await;
+        let mut extra = BTreeMap::new();
+        extra.insert("Outcome".to_owned(), outcome.to_owned());
+        if let Some(rec) = &self.info.recording {
+            extra.insert("Recording".to_owned(), rec.path.clone());
+        }
+        if let Some(why) = &self.info.failover {
+            extra.insert("Failover".to_owned(), why.clone());
+        }
+        if let Some(why) = &self.info.error {
+            extra.insert("Error".to_owned(), why.clone());
+        }
+        self.event("stopped", extra).await;
+    }
+
+    /// Writes the stream's state into the call record.
+    async fn save(&mut self) {
+        let Some(call_sid) = &self.call_sid else { return };
+        let info = self.info.clone();
+        if let Err(e) = self.app.store.update(call_sid, move |r| r.stream = Some(info)).await {
+            log::error!(call_sid = call_sid.as_str(); "cannot save media stream of call {call_sid}: {e}");
+        }
+    }
+
+    /// Records a stream event in the call log and announces it on the bus.
+    async fn event(&mut self, what: &str, mut details: BTreeMap<String, String>) {
+        let Some(call_sid) = &self.call_sid else { return };
+        details.insert("MediaEvent".into(), what.into());
+        details.insert("Flow".into(), self.flow.as_str().into());
+        details.insert("StreamSid".into(), self.info.stream_sid.clone());
+        let event = CallEvent {
+            call_sid: call_sid.clone(),
+            source: EventSource::MediaStream,
+            status: None,
+            sequence: None,
+            twilio_timestamp: None,
+            received_at: Timestamp::now(),
+            from: None,
+            to: None,
+            direction: None,
+            duration_secs: None,
+            dedupe_key: format!("media:{}:{what}", self.info.stream_sid),
+            details,
+        };
+        // record_event logs a failure itself; the session goes on either way.
+        let _ = self.app.record_event(event).await;
+    }
+}
+
+/// What the flow's own side has to say: the greeting clock or the upstream agent.
+async fn phase_wake(phase: &mut Phase) -> Wake {
+    match phase {
+        Phase::Greeting { ticker, .. } => {
+            ticker.tick().await;
+            Wake::Tick
+        }
+        Phase::Relay(upstream) => Wake::Upstream(upstream.next().await),
+        _ => std::future::pending().await,
+    }
+}

@@ -1,0 +1,613 @@
+//! Playing Twilio against a box: the whole life of one inbound call, for `callbox
+//! simulate-call`, installers and tests.
+//!
+//! The simulator shares nothing with the server: it speaks HTTP and WebSocket to whatever URL
+//! it is given, signs like Twilio with the account's auth token, and judges the box's answers
+//! by the protocol alone. Plain `http://` and `ws://` only (dev mode, or the LAN side of a
+//! TLS-terminating tunnel).
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt as _, StreamExt as _};
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::json;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::media::audio;
+use crate::twilio::media::{self as proto, FRAME_SAMPLES, Outbound};
+use crate::twilio::signature;
+
+/// Where the caller's audio comes from.
+#[derive(Debug, Clone)]
+pub enum CallerAudio {
+    /// A sine tone of this frequency (Hz) and length.
+    Tone {
+        /// Frequency in Hz.
+        hz: f32,
+        /// Length.
+        duration: Duration,
+    },
+    /// A WAV file (any rate and channel count).
+    Wav(PathBuf),
+}
+
+/// One simulated call.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The box's public URL as its `public_url` says (`http://host:port`); requests go here
+    /// and are signed over it.
+    pub box_url: String,
+    /// Connect the stream here instead of the TwiML's `wss://` URL (which is still what gets
+    /// signed), e.g. `ws://127.0.0.1:8080/api/v1/voice/media-stream` in dev mode.
+    pub stream_url: Option<String>,
+    /// The Twilio account's auth token (the box's `twilio.auth_token`).
+    pub auth_token: String,
+    /// Caller.
+    pub from: String,
+    /// The shop number called.
+    pub to: String,
+    /// The CallSid to use (random when `None`).
+    pub call_sid: Option<String>,
+    /// What the caller says after the greeting.
+    pub audio: CallerAudio,
+    /// Keys pressed, each at a time after the caller starts talking.
+    pub dtmf: Vec<(char, Duration)>,
+    /// Send the caller's audio as fast as possible instead of in real time.
+    pub fast: bool,
+    /// Save what the box played to this WAV file.
+    pub save_box_audio: Option<PathBuf>,
+    /// Start talking after this long if the box's greeting mark never comes.
+    pub greeting_timeout: Duration,
+}
+
+/// What happened, for the transcript and for tests.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// The call.
+    pub call_sid: String,
+    /// The stream.
+    pub stream_sid: String,
+    /// Caller frames sent.
+    pub frames_sent: u64,
+    /// μ-law bytes the box played.
+    pub box_audio_bytes: u64,
+    /// Marks the box sent (all echoed).
+    pub marks: Vec<String>,
+    /// `clear` messages received.
+    pub clears: u64,
+    /// How the box closed the stream (`None`: the simulator closed it after `stop`).
+    pub box_closed: Option<u16>,
+    /// One line per thing that happened.
+    pub transcript: Vec<String>,
+}
+
+/// A call the box handled wrongly, or could not be placed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimulateError {
+    /// The options cannot work (a bad URL, an unsupported scheme, unreadable audio).
+    #[error("{0}")]
+    Usage(String),
+    /// Could not reach the box.
+    #[error("cannot reach {url}: {why}")]
+    Unreachable {
+        /// What was requested.
+        url: String,
+        /// Why.
+        why: String,
+    },
+    /// The box answered a webhook with an error.
+    #[error("{url} answered HTTP {status}: {body}")]
+    Http {
+        /// What was requested.
+        url: String,
+        /// The status.
+        status: u16,
+        /// The start of the body.
+        body: String,
+    },
+    /// The box's TwiML is not what Twilio could run.
+    #[error("the box's TwiML is unusable: {0}")]
+    Twiml(String),
+    /// The box broke the Media Streams protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// Saving the box's audio failed.
+    #[error("cannot save the box's audio to {path}: {why}")]
+    Save {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+}
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+struct Transcript {
+    started: std::time::Instant,
+    lines: Vec<String>,
+    echo: bool,
+}
+
+impl Transcript {
+    fn line(&mut self, text: impl Into<String>) {
+        let line = format!("{:>7.3}s  {}", self.started.elapsed().as_secs_f64(), text.into());
+        if self.echo {
+            println!("{line}");
+        }
+        self.lines.push(line);
+    }
+}
+
+/// Places one call against the box. With `print`, transcript lines are printed as they happen.
+pub async fn run(opts: &Options, print: bool) -> Result<Summary, SimulateError> {
+    let mut t = Transcript { started: std::time::Instant::now(), lines: Vec::new(), echo: print };
+    let base = opts.box_url.trim_end_matches('/').to_owned();
+    let parsed = url::Url::parse(&base).map_err(|e| SimulateError::Usage(format!("--url {base:?}: {e}")))?;
+    if parsed.scheme() != "http" {
+        return Err(SimulateError::Usage(format!(
+            "--url {base:?}: only http:// is supported by this build (use the box's dev URL or the tunnel's local side)"
+        )));
+    }
+    let caller_audio = load_audio(&opts.audio)?;
+    let call_sid = opts.call_sid.clone().unwrap_or_else(|| random_sid("CA"));
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+
+    // 1. The incoming call.
+    let incoming = vec![
+        ("AccountSid", ACCOUNT_SID.to_owned()),
+        ("ApiVersion", "2010-04-01".to_owned()),
+        ("CallSid", call_sid.clone()),
+        ("CallStatus", "ringing".to_owned()),
+        ("Called", opts.to.clone()),
+        ("Caller", opts.from.clone()),
+        ("Direction", "inbound".to_owned()),
+        ("From", opts.from.clone()),
+        ("To", opts.to.clone()),
+    ];
+    let twiml = post_signed(&client, &base, "/api/v1/webhooks/incoming-call", &incoming, &opts.auth_token).await?;
+    let answer = parse_twiml(&twiml)?;
+    t.line(format!(
+        "incoming call {call_sid} from {} to {}: box answered <Connect><Stream url=\"{}\"> with {} parameter(s){}",
+        opts.from,
+        opts.to,
+        answer.stream_url,
+        answer.parameters.len(),
+        answer.fallthrough.as_deref().map(|f| format!(", then {f}")).unwrap_or_default()
+    ));
+
+    // 2. The media stream.
+    let connect_url = opts.stream_url.clone().unwrap_or_else(|| answer.stream_url.clone());
+    if connect_url.starts_with("wss://") {
+        return Err(SimulateError::Usage(format!(
+            "the stream URL {connect_url} needs TLS, which this build's simulator lacks; pass --stream-url ws://host:port{}",
+            url::Url::parse(&connect_url).map(|u| u.path().to_owned()).unwrap_or_default()
+        )));
+    }
+    let mut request = connect_url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| SimulateError::Usage(format!("stream URL {connect_url:?}: {e}")))?;
+    let sig = signature::compute(&opts.auth_token, &answer.stream_url, &[]);
+    request.headers_mut().insert(
+        "x-twilio-signature",
+        sig.parse().map_err(|_| SimulateError::Usage("signature is not a header value".into()))?,
+    );
+    let (mut ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(request))
+        .await
+        .map_err(|_| SimulateError::Unreachable { url: connect_url.clone(), why: "timed out".into() })?
+        .map_err(|e| SimulateError::Unreachable { url: connect_url.clone(), why: e.to_string() })?;
+    t.line(format!("stream connected to {connect_url}"));
+
+    let stream_sid = random_sid("MZ");
+    let mut summary = Summary { call_sid: call_sid.clone(), stream_sid: stream_sid.clone(), ..Summary::default() };
+    let mut call = StreamCall { ws: &mut ws, stream_sid: &stream_sid, seq: 0, started: Instant::now() };
+    call.send(json!({"event":"connected","protocol":"Call","version":"1.0.0"})).await?;
+    let params: serde_json::Map<String, serde_json::Value> =
+        answer.parameters.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    let seq = call.next_seq();
+    call.send(json!({"event":"start","sequenceNumber":seq,"streamSid":stream_sid,"start":{
+        "streamSid":stream_sid,"accountSid":ACCOUNT_SID,"callSid":call_sid,"tracks":["inbound"],
+        "customParameters":params,"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}))
+        .await?;
+    t.line(format!("→ connected, start (stream {stream_sid})"));
+
+    let mut box_audio: Vec<u8> = Vec::new();
+    let result = converse(&mut call, opts, &caller_audio, &mut box_audio, &mut summary, &mut t).await;
+    let talk_secs = call.started.elapsed().as_secs();
+    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+    summary.box_audio_bytes = box_audio.len() as u64;
+    if let Some(path) = &opts.save_box_audio {
+        save_wav(path, &box_audio)?;
+        t.line(format!("saved {:.2} s of the box's audio to {}", box_audio.len() as f64 / 8000.0, path.display()));
+    }
+    result?;
+
+    // 3. The call's status callbacks, in Twilio's order.
+    let now = jiff::Timestamp::now();
+    let stamp = jiff::fmt::rfc2822::to_string(&now.to_zoned(jiff::tz::TimeZone::UTC)).unwrap_or_default();
+    for (seq, status) in ["initiated", "ringing", "in-progress", "completed"].into_iter().enumerate() {
+        let mut params = vec![
+            ("AccountSid", ACCOUNT_SID.to_owned()),
+            ("CallSid", call_sid.clone()),
+            ("CallStatus", status.to_owned()),
+            ("Direction", "inbound".to_owned()),
+            ("From", opts.from.clone()),
+            ("SequenceNumber", seq.to_string()),
+            ("Timestamp", stamp.clone()),
+            ("To", opts.to.clone()),
+        ];
+        if status == "completed" {
+            params.push(("CallDuration", talk_secs.max(1).to_string()));
+        }
+        post_signed(&client, &base, "/api/v1/webhooks/call-status", &params, &opts.auth_token).await?;
+    }
+    t.line("status callbacks initiated → ringing → in-progress → completed accepted");
+    summary.transcript = t.lines;
+    Ok(summary)
+}
+
+const ACCOUNT_SID: &str = "AC00000000000000000000000000000001";
+
+struct StreamCall<'a> {
+    ws: &'a mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    stream_sid: &'a str,
+    seq: u64,
+    started: Instant,
+}
+
+impl StreamCall<'_> {
+    fn next_seq(&mut self) -> String {
+        self.seq += 1;
+        self.seq.to_string()
+    }
+
+    async fn send(&mut self, v: serde_json::Value) -> Result<(), SimulateError> {
+        self.ws
+            .send(Message::text(v.to_string()))
+            .await
+            .map_err(|e| SimulateError::Protocol(format!("the box's socket failed while sending: {e}")))
+    }
+}
+
+/// The conversation: the greeting (marks echoed as Twilio would once played), the caller's
+/// audio and keys, then `stop` — or the box closing first.
+async fn converse(
+    call: &mut StreamCall<'_>,
+    opts: &Options,
+    caller_audio: &[u8],
+    box_audio: &mut Vec<u8>,
+    summary: &mut Summary,
+    t: &mut Transcript,
+) -> Result<(), SimulateError> {
+    let mut ticker = tokio::time::interval(Duration::from_millis(20));
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    // Twilio's playback clock: audio queued plays in real time, a mark is echoed when the
+    // audio before it has played.
+    let mut playback_until = Instant::now();
+    let mut pending_marks: VecDeque<(Instant, String)> = VecDeque::new();
+    let mut talk_from: Option<Instant> = None;
+    let greeting_deadline = Instant::now() + opts.greeting_timeout;
+    let mut pos = 0usize;
+    let mut chunk = 0u64;
+    let mut dtmf: VecDeque<(char, Duration)> = opts.dtmf.iter().copied().collect();
+    dtmf.make_contiguous().sort_by_key(|(_, at)| *at);
+    let mut greeting_frames = 0u64;
+    let mut scratch = Vec::new();
+    let mut stop_sent_at: Option<Instant> = None;
+
+    loop {
+        let next_mark = pending_marks.front().map(|(at, _)| *at);
+        let talking = talk_from.is_some();
+        let fast_send = opts.fast && talking && stop_sent_at.is_none();
+        tokio::select! {
+            biased;
+            msg = call.ws.next() => {
+                let text = match msg {
+                    None => return Err(SimulateError::Protocol("the box dropped the connection without a close frame".into())),
+                    Some(Err(e)) => {
+                        return Err(SimulateError::Protocol(format!("the box's socket failed: {e}")));
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        let code = frame.as_ref().map(|f| f.code).unwrap_or(CloseCode::Status);
+                        summary.box_closed = Some(u16::from(code));
+                        let reason = frame.map(|f| f.reason.to_string()).unwrap_or_default();
+                        t.line(format!("← box closed the stream: {} {reason}", u16::from(code)));
+                        if code != CloseCode::Normal {
+                            return Err(SimulateError::Protocol(format!("the box closed with code {}", u16::from(code))));
+                        }
+                        return Ok(());
+                    }
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Binary(_))) => return Err(SimulateError::Protocol("the box sent a binary frame".into())),
+                    Some(Ok(_)) => continue,
+                };
+                let message = proto::decode_outbound(&text).map_err(|e| SimulateError::Protocol(format!("the box sent {e}")))?;
+                let sid = match &message {
+                    Outbound::Media { stream_sid, .. } | Outbound::Mark { stream_sid, .. } | Outbound::Clear { stream_sid } => stream_sid,
+                    Outbound::Unknown => return Err(SimulateError::Protocol(format!("the box sent an unknown event: {text}"))),
+                };
+                if sid != call.stream_sid {
+                    return Err(SimulateError::Protocol(format!("the box addressed stream {sid}, not {}", call.stream_sid)));
+                }
+                match message {
+                    Outbound::Media { media, .. } => {
+                        proto::decode_payload(&media.payload, &mut scratch).map_err(|e| SimulateError::Protocol(format!("the box sent {e}")))?;
+                        let now = Instant::now();
+                        playback_until = playback_until.max(now) + Duration::from_micros(scratch.len() as u64 * 125);
+                        box_audio.extend_from_slice(&scratch);
+                        if !talking { greeting_frames += 1; }
+                    }
+                    Outbound::Mark { mark, .. } => {
+                        let at = if opts.fast { Instant::now() } else { playback_until.max(Instant::now()) };
+                        pending_marks.push_back((at, mark.name));
+                    }
+                    Outbound::Clear { .. } => {
+                        summary.clears += 1;
+                        t.line("← clear (playback emptied)");
+                        playback_until = Instant::now();
+                        for (at, _) in pending_marks.iter_mut() { *at = Instant::now(); }
+                    }
+                    Outbound::Unknown => {}
+                }
+            }
+            () = sleep_until_opt(next_mark) => {
+                if let Some((_, name)) = pending_marks.pop_front() {
+                    let seq = call.next_seq();
+                    call.send(json!({"event":"mark","sequenceNumber":seq,"streamSid":call.stream_sid,"mark":{"name":name}})).await?;
+                    if !talking {
+                        t.line(format!("← greeting: {greeting_frames} frame(s), {:.2} s; mark {name:?} played and echoed", greeting_frames as f64 * 0.02));
+                        talk_from = Some(Instant::now());
+                        t.line(format!("→ caller talks: {:.2} s of audio{}", caller_audio.len() as f64 / 8000.0, if opts.fast { " (fast)" } else { "" }));
+                    } else {
+                        t.line(format!("← mark {name:?} played and echoed"));
+                    }
+                    summary.marks.push(name);
+                }
+            }
+            () = sleep_until_opt((!talking).then_some(greeting_deadline)) => {
+                t.line(format!("no greeting mark within {:?}; caller talks anyway", opts.greeting_timeout));
+                talk_from = Some(Instant::now());
+            }
+            () = sleep_until_opt(stop_sent_at.map(|at| at + Duration::from_secs(5))) => {
+                t.line("box did not close within 5 s of stop; closing");
+                return Ok(());
+            }
+            _ = ticker.tick(), if !fast_send && stop_sent_at.is_none() => {
+                // Real time: a frame every 20 ms, silence until the caller talks.
+                let frame: &[u8] = if talking { next_frame(caller_audio, &mut pos) } else { &SILENCE };
+                if talking && frame.is_empty() {
+                    finish_talking(call, &mut dtmf, summary, t, &mut stop_sent_at).await?;
+                    continue;
+                }
+                send_media(call, frame, &mut chunk, summary).await?;
+                if talking { send_due_dtmf(call, &mut dtmf, samples_time(pos), t).await?; }
+            }
+            () = std::future::ready(()), if fast_send => {
+                let frame = next_frame(caller_audio, &mut pos);
+                if frame.is_empty() {
+                    finish_talking(call, &mut dtmf, summary, t, &mut stop_sent_at).await?;
+                    continue;
+                }
+                send_media(call, frame, &mut chunk, summary).await?;
+                send_due_dtmf(call, &mut dtmf, samples_time(pos), t).await?;
+            }
+        }
+    }
+}
+
+const SILENCE: [u8; FRAME_SAMPLES] = [audio::MULAW_SILENCE; FRAME_SAMPLES];
+
+fn next_frame<'a>(audio: &'a [u8], pos: &mut usize) -> &'a [u8] {
+    let start = (*pos).min(audio.len());
+    let end = (start + FRAME_SAMPLES).min(audio.len());
+    *pos = end;
+    &audio[start..end]
+}
+
+async fn send_media(
+    call: &mut StreamCall<'_>,
+    frame: &[u8],
+    chunk: &mut u64,
+    summary: &mut Summary,
+) -> Result<(), SimulateError> {
+    use base64::Engine as _;
+    *chunk += 1;
+    let seq = call.next_seq();
+    let timestamp = (*chunk - 1) * 20;
+    let payload = base64::engine::general_purpose::STANDARD.encode(frame);
+    call.send(json!({"event":"media","sequenceNumber":seq,"streamSid":call.stream_sid,"media":{
+        "track":"inbound","chunk":chunk.to_string(),"timestamp":timestamp.to_string(),"payload":payload}}))
+        .await?;
+    summary.frames_sent += 1;
+    Ok(())
+}
+
+/// Sends the keys due by `talked` into the caller's audio.
+async fn send_due_dtmf(
+    call: &mut StreamCall<'_>,
+    dtmf: &mut VecDeque<(char, Duration)>,
+    talked: Duration,
+    t: &mut Transcript,
+) -> Result<(), SimulateError> {
+    while let Some((digit, at)) = dtmf.front().copied() {
+        if at > talked {
+            break;
+        }
+        dtmf.pop_front();
+        let seq = call.next_seq();
+        call.send(json!({"event":"dtmf","sequenceNumber":seq,"streamSid":call.stream_sid,
+            "dtmf":{"track":"inbound_track","digit":digit.to_string()}}))
+            .await?;
+        t.line(format!("→ dtmf {digit} at {:.2} s into the message", at.as_secs_f64()));
+    }
+    Ok(())
+}
+
+/// The caller's audio is over: press any keys still due, then hang up (`stop`).
+async fn finish_talking(
+    call: &mut StreamCall<'_>,
+    dtmf: &mut VecDeque<(char, Duration)>,
+    summary: &Summary,
+    t: &mut Transcript,
+    stop_sent_at: &mut Option<Instant>,
+) -> Result<(), SimulateError> {
+    send_due_dtmf(call, dtmf, Duration::MAX, t).await?;
+    let seq = call.next_seq();
+    let sid = call.stream_sid.to_owned();
+    call.send(json!({"event":"stop","sequenceNumber":seq,"streamSid":sid,"stop":{"accountSid":ACCOUNT_SID}})).await?;
+    t.line(format!("→ stop after {} caller frame(s) (caller hangs up)", summary.frames_sent));
+    *stop_sent_at = Some(Instant::now());
+    Ok(())
+}
+
+/// How long `samples` of 8 kHz audio last.
+fn samples_time(samples: usize) -> Duration {
+    Duration::from_micros(samples as u64 * 125)
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn load_audio(source: &CallerAudio) -> Result<Vec<u8>, SimulateError> {
+    match source {
+        CallerAudio::Tone { hz, duration } => {
+            let n = (duration.as_secs_f64() * f64::from(audio::SAMPLE_RATE)) as usize;
+            Ok((0..n)
+                .map(|i| {
+                    let x = (2.0 * std::f32::consts::PI * hz * i as f32 / audio::SAMPLE_RATE as f32).sin();
+                    audio::mulaw_encode((x * 8000.0) as i16)
+                })
+                .collect())
+        }
+        CallerAudio::Wav(path) => audio::load_greeting(path).map_err(|e| SimulateError::Usage(e.to_string())),
+    }
+}
+
+fn save_wav(path: &std::path::Path, mulaw: &[u8]) -> Result<(), SimulateError> {
+    let err = |e: hound::Error| SimulateError::Save { path: path.to_owned(), why: e.to_string() };
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: audio::SAMPLE_RATE,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).map_err(err)?;
+    for b in mulaw {
+        w.write_sample(audio::mulaw_decode(*b)).map_err(err)?;
+    }
+    w.finalize().map_err(err)
+}
+
+fn random_sid(prefix: &str) -> String {
+    let bytes: [u8; 16] = rand::random();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}{hex}")
+}
+
+async fn post_signed(
+    client: &HttpClient,
+    base: &str,
+    path: &str,
+    params: &[(&str, String)],
+    token: &str,
+) -> Result<String, SimulateError> {
+    let url = format!("{base}{path}");
+    let owned: Vec<(String, String)> = params.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+    let sig = signature::compute(token, &url, &owned);
+    let mut body = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        body.append_pair(k, v);
+    }
+    let req = http::Request::post(&url)
+        .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", sig)
+        .body(Full::new(Bytes::from(body.finish())))
+        .map_err(|e| SimulateError::Usage(format!("{url}: {e}")))?;
+    let resp = tokio::time::timeout(Duration::from_secs(15), client.request(req))
+        .await
+        .map_err(|_| SimulateError::Unreachable { url: url.clone(), why: "timed out".into() })?
+        .map_err(|e| SimulateError::Unreachable { url: url.clone(), why: e.to_string() })?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| SimulateError::Unreachable { url: url.clone(), why: e.to_string() })?
+        .to_bytes();
+    let text = String::from_utf8_lossy(&body).into_owned();
+    if !status.is_success() {
+        return Err(SimulateError::Http { url, status: status.as_u16(), body: text.chars().take(200).collect() });
+    }
+    Ok(text)
+}
+
+/// What the incoming-call TwiML asks Twilio to do.
+struct Answer {
+    stream_url: String,
+    parameters: Vec<(String, String)>,
+    fallthrough: Option<String>,
+}
+
+fn parse_twiml(doc: &str) -> Result<Answer, SimulateError> {
+    let parsed = roxmltree::Document::parse(doc).map_err(|e| SimulateError::Twiml(format!("not XML: {e}")))?;
+    let root = parsed.root_element();
+    if !root.has_tag_name("Response") {
+        return Err(SimulateError::Twiml(format!("root is <{}>, not <Response>", root.tag_name().name())));
+    }
+    let connect = root
+        .children()
+        .find(|n| n.has_tag_name("Connect"))
+        .ok_or_else(|| SimulateError::Twiml("no <Connect>".into()))?;
+    let stream = connect
+        .children()
+        .find(|n| n.has_tag_name("Stream"))
+        .ok_or_else(|| SimulateError::Twiml("no <Stream> in <Connect>".into()))?;
+    let stream_url =
+        stream.attribute("url").ok_or_else(|| SimulateError::Twiml("<Stream> has no url".into()))?.to_owned();
+    if !stream_url.starts_with("wss://") {
+        return Err(SimulateError::Twiml(format!("stream url {stream_url} is not wss:// (Twilio error 31922)")));
+    }
+    if stream_url.contains('?') {
+        return Err(SimulateError::Twiml(format!("stream url {stream_url} has a query string, which Twilio drops")));
+    }
+    let parameters = stream
+        .children()
+        .filter(|n| n.has_tag_name("Parameter"))
+        .map(|n| (n.attribute("name").unwrap_or("").to_owned(), n.attribute("value").unwrap_or("").to_owned()))
+        .collect();
+    let fallthrough = connect.next_siblings().skip(1).find(|n| n.is_element()).map(|n| {
+        let text = n.text().unwrap_or("").trim();
+        format!("<{}>{text}", n.tag_name().name())
+    });
+    Ok(Answer { stream_url, parameters, fallthrough })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn twiml_of_the_box_is_understood() {
+        let doc = r#"<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream statusCallback="https://a.example.com/s" url="wss://a.example.com/api/v1/voice/media-stream"><Parameter name="From" value="+1503"/></Stream></Connect><Dial>+15035550100</Dial></Response>"#;
+        let a = parse_twiml(doc).unwrap();
+        assert_eq!(a.stream_url, "wss://a.example.com/api/v1/voice/media-stream");
+        assert_eq!(a.parameters, vec![("From".to_owned(), "+1503".to_owned())]);
+        assert_eq!(a.fallthrough.as_deref(), Some("<Dial>+15035550100"));
+        assert!(parse_twiml("<Response><Say>hi</Say></Response>").is_err());
+        assert!(parse_twiml(r#"<Response><Connect><Stream url="ws://x/y"/></Connect></Response>"#).is_err());
+    }
+}
