@@ -12,6 +12,7 @@
 pub mod calls;
 pub mod cli;
 pub mod config;
+pub mod indicators;
 pub mod logging;
 pub mod server;
 pub mod twilio;

@@ -1,6 +1,7 @@
-//! The command line: `serve`, `check`, `calls`.
+//! The command line: `serve`, `check`, `calls`, `selftest`.
 
 mod calls;
+mod selftest;
 mod serve;
 
 use std::path::PathBuf;
@@ -30,6 +31,8 @@ enum Command {
     },
     /// Print the recent call log (through the running service, or from the store when it is stopped).
     Calls(calls::CallsArgs),
+    /// Cycle every LED pattern and play every ring tone once (for the installer at the box).
+    Selftest(selftest::SelftestArgs),
 }
 
 /// Where to find the configuration: a file, or dev mode.
@@ -60,6 +63,7 @@ pub fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Serve(args) => report(serve::run(args)),
         Command::Calls(args) => report(calls::run(args)),
+        Command::Selftest(args) => report(selftest::run(args)),
     }
 }
 

@@ -26,10 +26,14 @@ pub(super) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Bo
         r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"callbox\""));
         return r;
     }
+    if path == "/api/v1/indicators/ack" {
+        return indicators_ack(&app, req.method()).await;
+    }
     if req.method() != Method::GET {
         return h::text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
     }
     match path.as_str() {
+        "/api/v1/indicators" => h::json(StatusCode::OK, &app.indicators.snapshot()),
         "/api/v1/calls" => list_calls(&app, req.uri()),
         "/api/v1/health" => health(&app),
         p => match p.strip_prefix("/api/v1/calls/") {
@@ -89,6 +93,18 @@ fn health(app: &App) -> Response<Body> {
             "public_url": app.config.public_url.origin(),
         }),
     )
+}
+
+/// `POST /api/v1/indicators/ack`: the owner heard the messages; answers with the new state.
+async fn indicators_ack(app: &App, method: &Method) -> Response<Body> {
+    if method != Method::POST {
+        let mut r = h::text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
+        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    }
+    let n = app.indicators.acknowledge();
+    let snapshot = app.indicators.wait_acknowledged(n, std::time::Duration::from_secs(2)).await;
+    h::json(StatusCode::OK, &snapshot)
 }
 
 fn store_error(e: crate::calls::StoreError) -> Response<Body> {

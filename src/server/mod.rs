@@ -49,6 +49,8 @@ pub struct App {
     pub started: Instant,
     /// Cancelled when the box shuts down; long-lived sessions (WebSockets) watch it.
     pub shutdown: CancellationToken,
+    /// LEDs and ring tone: fault reports, acknowledgements, current state.
+    pub indicators: crate::indicators::Indicators,
 }
 
 impl App {
@@ -63,6 +65,7 @@ impl App {
             store_failed: AtomicBool::new(false),
             started: Instant::now(),
             shutdown: CancellationToken::new(),
+            indicators: crate::indicators::Indicators::new(),
         }
     }
 
@@ -153,6 +156,7 @@ impl Server {
             move |req| admin::handle(admin_app.clone(), req),
         ));
         tracker.spawn(prune_loop(app.clone(), shutdown.clone()));
+        tracker.spawn(crate::indicators::run(app.clone(), shutdown.clone()));
 
         shutdown.cancelled().await;
         log::info!("shutting down: finishing in-flight requests");
