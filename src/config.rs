@@ -310,7 +310,7 @@ pub enum LedBackendChoice {
     /// GPIO when available, else simulated with one log line saying why.
     #[default]
     Auto,
-    /// GPIO; start-up fails when it is unavailable.
+    /// GPIO; when it is unavailable that is logged as an error (and `selftest` fails).
     Gpio,
     /// Simulated (no pins are touched).
     Sim,
@@ -850,6 +850,36 @@ mod tests {
         let shown = format!("{} {:?}", c.to_redacted_toml(), c);
         assert!(!shown.contains("tok-from-env") && !shown.contains("admin-token-0123456789"), "{shown}");
         assert!(shown.contains("<redacted>"));
+    }
+
+    #[test]
+    fn indicators_section_parses_and_bad_values_name_their_key() {
+        let env =
+            EnvSecrets { twilio_auth_token: Some("tok".into()), admin_token: Some("admin-token-0123456789".into()) };
+        let base = "public_url = \"shop.example.com\"\n[storage]\ndir = \"/tmp/x\"\n[indicators]\n";
+        let good = format!(
+            "{base}time_zone = \"America/Chicago\"\nquiet_hours = {{ start = \"19:00\", end = \"07:30\" }}\n\
+             incoming = {{ pins = [5, 6], pattern = \"double-blink\", period_ms = 300 }}\n\
+             [[indicators.line_tones]]\nto = \"+15035550101\"\nname = \"parts\"\nfrequencies = [620]\n"
+        );
+        let c = Config::from_toml(&good, Path::new("t"), &env).unwrap();
+        let q = c.indicators.quiet_hours.as_ref().unwrap();
+        assert_eq!((q.start, q.end), (jiff::civil::time(19, 0, 0, 0), jiff::civil::time(7, 30, 0, 0)));
+        assert_eq!(c.indicators.incoming.pattern, LedPatternKind::DoubleBlink);
+        assert_eq!(c.indicators.line_tones[0].cadence_ms, vec![2000, 4000], "line tones default the cadence");
+        for (bad, key) in [
+            ("ready = { pins = [40], pattern = \"solid\" }", "indicators.ready.pins"),
+            ("time_zone = \"Mars/Olympus\"", "indicators.time_zone"),
+            ("tone = { frequencies = [440], cadence_ms = [100, 200, 300] }", "indicators.tone"),
+            ("tone = { frequencies = [440, 480, 620, 700, 900] }", "indicators.tone"),
+            ("tone = { volume = 1.5 }", "indicators.tone"),
+            ("max_ring_secs = 0", "indicators.max_ring_secs"),
+        ] {
+            let e = Config::from_toml(&format!("{base}{bad}\n"), Path::new("t"), &env).unwrap_err();
+            assert!(e.to_string().contains(key), "{bad}: {e}");
+        }
+        let e = Config::from_toml(&format!("{base}blink = true\n"), Path::new("t"), &env).unwrap_err();
+        assert!(e.to_string().contains("blink"), "{e}");
     }
 
     #[test]

@@ -183,10 +183,12 @@ pcm.capture_tap {{
     assert!((gap(2, 3) - 250).abs() <= CADENCE_TOLERANCE_MS, "parts off time {} ms", gap(2, 3));
     assert!(gap(1, 2) >= 300, "silence between the tones: {} ms", gap(1, 2));
 
+    eprintln!("bursts {lengths:?} ms, gaps {} / {} / {} ms", gap(0, 1), gap(1, 2), gap(2, 3));
     // Frequencies, in the steady middle of each burst.
     let middle = |(start, len): (usize, usize)| &left[start + len / 4..start + 3 * len / 4];
     for burst in &runs[..2] {
         let peaks = dominant(middle(*burst), 2);
+        eprintln!("default tone peaks (Hz, power): {peaks:?}");
         let mut two: Vec<f64> = peaks[..2].iter().map(|p| p.0).collect();
         two.sort_by(f64::total_cmp);
         assert_eq!(two, [440.0, 480.0], "default tone peaks {peaks:?}");
@@ -194,6 +196,7 @@ pcm.capture_tap {{
     }
     for burst in &runs[2..] {
         let peaks = dominant(middle(*burst), 1);
+        eprintln!("parts tone peaks (Hz, power): {peaks:?}");
         assert_eq!(peaks[0].0, 620.0, "parts tone peaks {peaks:?}");
         assert!(peaks[0].1 > 50.0 * peaks[1].1, "a single sine: {peaks:?}");
     }
