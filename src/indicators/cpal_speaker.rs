@@ -84,7 +84,29 @@ fn audio_thread(
     ready: &SyncSender<Result<String, SpeakerError>>,
 ) {
     let failed = Arc::new(AtomicBool::new(false));
-    let mut stream = match open_stream(tones, control, &failed) {
+    let flag = failed.clone();
+    let timing = Timing { check: CHECK_INTERVAL, reopen: REOPEN_INTERVAL };
+    supervise(|| open_stream(tones, control, &flag), &failed, quit, ready, timing);
+}
+
+/// How often the supervisor looks at the device, and retries a lost one.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    check: Duration,
+    reopen: Duration,
+}
+
+/// Keeps a stream open until told to quit: reports the first open through `ready` (and
+/// gives up if it fails), then reopens the stream whenever `failed` is raised, retrying
+/// until the device is back.
+fn supervise<S>(
+    mut open: impl FnMut() -> Result<(S, String), SpeakerError>,
+    failed: &AtomicBool,
+    quit: &mpsc::Receiver<()>,
+    ready: &SyncSender<Result<String, SpeakerError>>,
+    timing: Timing,
+) {
+    let mut stream = match open() {
         Ok((stream, device)) => {
             let _ = ready.send(Ok(device));
             Some(stream)
@@ -96,23 +118,23 @@ fn audio_thread(
     };
     let mut next_try = Instant::now();
     loop {
-        match quit.recv_timeout(CHECK_INTERVAL) {
+        match quit.recv_timeout(timing.check) {
             Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {}
         }
         if failed.swap(false, Ordering::AcqRel) && stream.take().is_some() {
-            log::warn!("audio output lost; trying to reopen it every {REOPEN_INTERVAL:?}");
-            next_try = Instant::now() + REOPEN_INTERVAL;
+            log::warn!("audio output lost; trying to reopen it every {:?}", timing.reopen);
+            next_try = Instant::now();
         }
         if stream.is_none() && Instant::now() >= next_try {
-            match open_stream(tones, control, &failed) {
+            match open() {
                 Ok((s, device)) => {
                     log::info!("audio output {device} reopened");
                     stream = Some(s);
                 }
                 Err(e) => {
                     log::debug!("audio output still unavailable: {e}");
-                    next_try = Instant::now() + REOPEN_INTERVAL;
+                    next_try = Instant::now() + timing.reopen;
                 }
             }
         }
@@ -175,4 +197,52 @@ where
         },
         None,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// A device that cannot be unplugged here: the supervisor is driven with a fake opener.
+    #[test]
+    fn a_lost_device_is_reopened_once_it_comes_back() {
+        let failed = Arc::new(AtomicBool::new(false));
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let counter = attempts.clone();
+        // Opens, then (after the loss) fails twice, then opens again.
+        let open = move || match counter.fetch_add(1, Ordering::SeqCst) {
+            1 | 2 => Err(SpeakerError::NoDevice),
+            _ => Ok(((), "fake".to_owned())),
+        };
+        let (quit_tx, quit_rx) = mpsc::sync_channel(1);
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let flag = failed.clone();
+        let timing = Timing { check: Duration::from_millis(5), reopen: Duration::from_millis(5) };
+        let thread = std::thread::spawn(move || supervise(open, &flag, &quit_rx, &ready_tx, timing));
+        assert_eq!(ready_rx.recv().unwrap().unwrap(), "fake");
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(attempts.load(Ordering::SeqCst), 1, "an open stream is left alone");
+
+        failed.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while attempts.load(Ordering::SeqCst) < 4 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(attempts.load(Ordering::SeqCst), 4, "two failed tries, then reopened and kept");
+        quit_tx.send(()).unwrap();
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_device_that_does_not_open_is_reported_and_the_thread_ends() {
+        let failed = AtomicBool::new(false);
+        let (_quit_tx, quit_rx) = mpsc::sync_channel(1);
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let timing = Timing { check: Duration::from_millis(5), reopen: Duration::from_millis(5) };
+        supervise(|| Err::<((), String), _>(SpeakerError::NoDevice), &failed, &quit_rx, &ready_tx, timing);
+        assert!(matches!(ready_rx.recv().unwrap(), Err(SpeakerError::NoDevice)));
+    }
 }
