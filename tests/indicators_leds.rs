@@ -17,9 +17,10 @@ const READY: u8 = 17;
 const INCOMING: u8 = 27;
 const ACTIVE: u8 = 22;
 const WAITING: u8 = 23;
-const BLINK_MS: u64 = 200;
+const BLINK_MS: u64 = 400;
+const DOUBLE_BLINK_MS: u64 = 800;
 /// Scheduling slack allowed on each edge (the server runs on a real clock, on a shared machine).
-const TOLERANCE_MS: i64 = 60;
+const TOLERANCE_MS: i64 = 80;
 
 async fn server() -> TestServer {
     let led = |pin, pattern, period_ms| LedConfig { pins: vec![pin], pattern, period_ms, many_pattern: None };
@@ -27,7 +28,7 @@ async fn server() -> TestServer {
         c.indicators.ready = led(READY, LedPatternKind::Solid, 1000);
         c.indicators.incoming = led(INCOMING, LedPatternKind::Blink, BLINK_MS);
         c.indicators.active = led(ACTIVE, LedPatternKind::Solid, 1000);
-        c.indicators.message_waiting = led(WAITING, LedPatternKind::DoubleBlink, 400);
+        c.indicators.message_waiting = led(WAITING, LedPatternKind::DoubleBlink, DOUBLE_BLINK_MS);
         c.indicators.active_low = true;
     })
     .await;
@@ -89,7 +90,7 @@ async fn an_incoming_call_blinks_its_pin_then_the_call_ends_and_ready_returns() 
     assert_eq!(during["state"], "incoming");
     assert_eq!(during["incoming_calls"], 1);
     assert_eq!(during["tone"]["playing"], true);
-    assert_eq!(pin_json(&during, INCOMING)["pattern"], "blink 200 ms");
+    assert_eq!(pin_json(&during, INCOMING)["pattern"], format!("blink {BLINK_MS} ms"));
 
     // The blink: low (lit) first, then a level change every half period.
     let blink = changes(&server, INCOMING, start);
@@ -119,21 +120,24 @@ async fn a_missed_call_waits_until_acknowledged_through_the_admin_api() {
     let params = incoming_params(sid);
     server.post_signed("/api/v1/webhooks/incoming-call", &refs(&params)).await;
     status(&server, sid, "no-answer", "3").await;
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    let watched = Duration::from_millis(2 * DOUBLE_BLINK_MS + DOUBLE_BLINK_MS / 4);
+    tokio::time::sleep(watched).await;
     let snapshot = indicators(&server).await;
     assert_eq!(snapshot["state"], "message-waiting");
     assert_eq!(snapshot["messages_waiting"], 1);
-    // Double-blink 400 ms on an active-low pin: low 50, high 50, low 50, high 250.
-    let log = changes(&server, WAITING, Instant::now() - Duration::from_millis(900));
+    // Double-blink 800 ms on an active-low pin: low 100, high 100, low 100, high 500.
+    let log = changes(&server, WAITING, Instant::now() - watched);
     let lows: Vec<i64> = log.iter().filter(|c| !c.1).map(|c| c.0).collect();
     assert!(lows.len() >= 3, "{log:?}");
-    // Flashes start 100 ms apart within a pair and 300 ms apart between pairs, alternately.
+    // Flashes start a quarter period apart within a pair, three quarters between pairs.
+    let (quarter, three_quarters) = (DOUBLE_BLINK_MS as i64 / 4, 3 * DOUBLE_BLINK_MS as i64 / 4);
     let short: Vec<bool> = lows
         .windows(2)
         .map(|w| {
             let gap = w[1] - w[0];
-            assert!((gap - 100).abs() <= TOLERANCE_MS || (gap - 300).abs() <= TOLERANCE_MS, "{log:?}");
-            gap < 200
+            let near = |expected: i64| (gap - expected).abs() <= TOLERANCE_MS;
+            assert!(near(quarter) || near(three_quarters), "gap {gap} ms: {log:?}");
+            gap < DOUBLE_BLINK_MS as i64 / 2
         })
         .collect();
     assert!(short.windows(2).all(|w| w[0] != w[1]), "pairs of flashes: {log:?}");
