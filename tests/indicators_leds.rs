@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use callbox::config::{LedConfig, LedPatternKind};
+use callbox::config::{LedConfig, LedPatternKind, LineToneConfig};
 use callbox::indicators::IndicatorState;
 use common::*;
 use http::{Method, StatusCode};
@@ -30,6 +30,14 @@ async fn server() -> TestServer {
         c.indicators.active = led(ACTIVE, LedPatternKind::Solid, 1000);
         c.indicators.message_waiting = led(WAITING, LedPatternKind::DoubleBlink, DOUBLE_BLINK_MS);
         c.indicators.active_low = true;
+        // The number `incoming_params` calls gets its own ring.
+        c.indicators.line_tones.push(LineToneConfig {
+            to: "+15035550100".into(),
+            name: "service".into(),
+            frequencies: vec![480.0, 620.0],
+            cadence_ms: vec![1000, 1000],
+            volume: 0.4,
+        });
     })
     .await;
     let mut rx = server.app.indicators.subscribe();
@@ -90,6 +98,7 @@ async fn an_incoming_call_blinks_its_pin_then_the_call_ends_and_ready_returns() 
     assert_eq!(during["state"], "incoming");
     assert_eq!(during["incoming_calls"], 1);
     assert_eq!(during["tone"]["playing"], true);
+    assert_eq!(during["tone"]["name"], "service", "the called line picks the tone");
     assert_eq!(pin_json(&during, INCOMING)["pattern"], format!("blink {BLINK_MS} ms"));
 
     // The blink: low (lit) first, then a level change every half period.

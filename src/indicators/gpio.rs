@@ -14,7 +14,7 @@ pub enum GpioError {
     #[error("not a Raspberry Pi: {0}")]
     NotAPi(#[source] rppal::gpio::Error),
     /// The GPIO device exists but this user may not open it.
-    #[error("no permission on {path}; add the service user to group gpio")]
+    #[error("no permission on {path} (/dev/gpiomem needs group gpio; /dev/mem needs root)")]
     Permission {
         /// The device node refused.
         path: String,
