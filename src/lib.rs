@@ -13,6 +13,7 @@ pub mod calls;
 pub mod cli;
 pub mod config;
 pub mod dashboard;
+pub mod indicators;
 pub mod logging;
 pub mod media;
 pub mod metrics;

@@ -1,6 +1,7 @@
-//! The command line: `serve`, `check`, `calls`, `simulate-call`.
+//! The command line: `serve`, `check`, `calls`, `simulate-call`, `selftest`.
 
 mod calls;
+mod selftest;
 mod serve;
 mod simulate;
 
@@ -33,6 +34,8 @@ enum Command {
     Calls(calls::CallsArgs),
     /// Play Twilio against a box: a signed incoming call, the media stream, status callbacks.
     SimulateCall(simulate::SimulateArgs),
+    /// Cycle every LED pattern and play every ring tone once (for the installer at the box).
+    Selftest(selftest::SelftestArgs),
 }
 
 /// Where to find the configuration: a file, or dev mode.
@@ -64,6 +67,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => report(serve::run(args)),
         Command::Calls(args) => report(calls::run(args)),
         Command::SimulateCall(args) => report(simulate::run(args)),
+        Command::Selftest(args) => report(selftest::run(args)),
     }
 }
 

@@ -57,6 +57,8 @@ pub(super) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Bo
         (&Method::GET, "/api/v1/session") => session(&caller),
         (&Method::GET, "/metrics") => dashboard::metrics(&app),
         (&Method::POST, "/logout") => logout(&app, &caller),
+        (&Method::GET, "/api/v1/indicators") => h::json(StatusCode::OK, &app.indicators.snapshot()),
+        (_, "/api/v1/indicators/ack") => indicators_ack(&app, &method).await,
         (&Method::GET, p) => match p.strip_prefix("/api/v1/calls/") {
             Some(rest) => match rest.split_once('/') {
                 None if !rest.is_empty() => get_call(&app, rest),
@@ -211,6 +213,18 @@ fn health(app: &App) -> Response<Body> {
             "tls_fault": app.tls.status().borrow().fault(jiff::Timestamp::now()),
         }),
     )
+}
+
+/// `POST /api/v1/indicators/ack`: the owner heard the messages; answers with the new state.
+async fn indicators_ack(app: &App, method: &Method) -> Response<Body> {
+    if method != Method::POST {
+        let mut r = h::text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
+        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    }
+    let n = app.indicators.acknowledge();
+    let snapshot = app.indicators.wait_acknowledged(n, std::time::Duration::from_secs(2)).await;
+    h::json(StatusCode::OK, &snapshot)
 }
 
 fn store_error(e: crate::calls::StoreError) -> Response<Body> {

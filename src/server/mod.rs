@@ -61,6 +61,8 @@ pub struct App {
     pub tls: Tls,
     /// Media-stream sessions and their shared greeting.
     pub media: crate::media::Media,
+    /// LEDs and ring tone: fault reports, acknowledgements, current state.
+    pub indicators: crate::indicators::Indicators,
 }
 
 /// The client address of a connection, attached to each of its requests.
@@ -84,6 +86,7 @@ impl App {
             sessions: Sessions::default(),
             tls: Tls::off(),
             media: crate::media::Media::new(),
+            indicators: crate::indicators::Indicators::new(),
         }
     }
 
@@ -185,6 +188,7 @@ impl Server {
         ));
         tracker.spawn(prune_loop(app.clone(), shutdown.clone()));
         tracker.spawn(crate::dashboard::live::run(app.clone()));
+        tracker.spawn(crate::indicators::run(app.clone(), shutdown.clone()));
 
         shutdown.cancelled().await;
         log::info!("shutting down: finishing in-flight requests");

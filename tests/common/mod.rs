@@ -75,6 +75,9 @@ impl TestServer {
         let admin = admin_listener.local_addr().unwrap();
         let mut config = Config::dev(dir.path().to_owned(), Secret::new(AUTH_TOKEN), Secret::new(ADMIN_TOKEN))
             .with_public_url(PublicUrl::parse(&format!("http://127.0.0.1:{}", public.port())).unwrap());
+        // Tests never drive a real speaker or real pins, even on a Pi or a laptop.
+        config.indicators.leds = callbox::config::LedBackendChoice::Sim;
+        config.indicators.speaker = callbox::config::SpeakerBackendChoice::Sim;
         tweak(&mut config);
         let store = Store::open(dir.path()).unwrap();
         let server = Server::new(App::new(config, store), public_listener, admin_listener);
@@ -187,6 +190,12 @@ impl TestServer {
         let auth = format!("Bearer {ADMIN_TOKEN}");
         let headers: Vec<(&str, &str)> = if token { vec![("authorization", auth.as_str())] } else { vec![] };
         request(self.admin, Method::GET, target, &headers, Bytes::new()).await
+    }
+
+    /// A request with the admin token and an empty body on the admin listener.
+    pub async fn admin_request(&self, method: Method, target: &str) -> Reply {
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        request(self.admin, method, target, &[("authorization", auth.as_str())], Bytes::new()).await
     }
 }
 

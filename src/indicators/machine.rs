@@ -1,0 +1,639 @@
+//! The indicator state machine: call events, faults and acknowledgements in, what the shop
+//! should see and hear out. Pure: time is passed in, nothing here sleeps or touches hardware.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use jiff::civil::Time;
+use jiff::tz::TimeZone;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::calls::{CallEvent, EventSource};
+use crate::config::IndicatorsConfig;
+
+/// A certificate this close to expiry is a fault, so someone looks before calls fail.
+pub const CERT_WARN: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Ended calls remembered so that late or replayed events do not bring them back.
+const ENDED_MEMORY: usize = 256;
+
+/// What the indicators show, in order of precedence: when several apply, the first wins the
+/// summary and any LED pin the states share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IndicatorState {
+    /// Something needs the owner: certificate, call log or disk.
+    Fault,
+    /// A call arrived and is in its first seconds (greeting, ringing in the shop).
+    Incoming,
+    /// At least one call is in progress.
+    Active,
+    /// An unheard voicemail or a missed call, until acknowledged.
+    MessageWaiting,
+    /// Healthy, no call.
+    Ready,
+}
+
+impl IndicatorState {
+    /// Every state, in precedence order.
+    pub const ALL: [IndicatorState; 5] = [Self::Fault, Self::Incoming, Self::Active, Self::MessageWaiting, Self::Ready];
+
+    /// The name used in logs and the admin API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fault => "fault",
+            Self::Incoming => "incoming",
+            Self::Active => "active",
+            Self::MessageWaiting => "message-waiting",
+            Self::Ready => "ready",
+        }
+    }
+}
+
+/// Where a fault comes from; each source holds at most one reason at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum FaultSource {
+    /// The TLS certificate (missing or expiring).
+    Certificate,
+    /// The call log could not be written.
+    Store,
+    /// The storage directory's file system is nearly full.
+    Disk,
+}
+
+/// What the TLS side knows about the box's certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertStatus {
+    /// No usable certificate.
+    Missing,
+    /// A certificate valid until `not_after`.
+    Valid {
+        /// End of validity.
+        not_after: Timestamp,
+    },
+}
+
+/// "Now" on both clocks: monotonic for call timing, wall for quiet hours and certificates.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    /// Monotonic time (tokio's, so tests can pause it).
+    pub mono: Instant,
+    /// Wall-clock time.
+    pub wall: Timestamp,
+}
+
+impl Now {
+    /// The current time on both clocks.
+    pub fn current() -> Self {
+        Self { mono: Instant::now(), wall: Timestamp::now() }
+    }
+}
+
+/// The ring the speaker should play.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ring {
+    /// The called number of the call that rings (it picks the tone).
+    pub to: Option<String>,
+}
+
+/// What the indicators should show right now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Output {
+    /// The most important state that applies.
+    pub state: IndicatorState,
+    /// Every state that applies, most important first.
+    pub lit: Vec<IndicatorState>,
+    /// Calls in their first seconds.
+    pub incoming_calls: usize,
+    /// Calls past their first seconds and not ended.
+    pub active_calls: usize,
+    /// Voicemails and missed calls since the last acknowledgement.
+    pub messages_waiting: u32,
+    /// Current faults and why.
+    pub faults: BTreeMap<FaultSource, String>,
+    /// True during quiet hours (no ring tone).
+    pub quiet_hours: bool,
+    /// The ring to play, if any.
+    pub ring: Option<Ring>,
+}
+
+/// Timing and calendar settings of the machine.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long a call counts as incoming (and rings) unless answered first.
+    pub max_ring: Duration,
+    /// A call with no event for this long is taken as ended.
+    pub call_timeout: Duration,
+    /// Quiet hours (start, end) in local time.
+    pub quiet_hours: Option<(Time, Time)>,
+    /// The shop's time zone.
+    pub time_zone: TimeZone,
+}
+
+impl Settings {
+    /// The settings from `[indicators]`.
+    pub fn from_config(config: &IndicatorsConfig) -> Self {
+        Self {
+            max_ring: Duration::from_secs(config.max_ring_secs),
+            call_timeout: Duration::from_secs(config.call_timeout_secs),
+            quiet_hours: config.quiet_hours.as_ref().map(|q| (q.start, q.end)),
+            time_zone: config.time_zone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Call {
+    to: Option<String>,
+    arrived: Instant,
+    answered: bool,
+    last_event: Instant,
+}
+
+/// The state machine.
+#[derive(Debug)]
+pub struct Machine {
+    settings: Settings,
+    calls: HashMap<String, Call>,
+    ended: VecDeque<String>,
+    /// Calls with an unheard voicemail or missed, by CallSid (a call counts once, so a replayed
+    /// event cannot count it twice).
+    messages: BTreeSet<String>,
+    faults: BTreeMap<FaultSource, String>,
+    cert: Option<CertStatus>,
+}
+
+impl Machine {
+    /// A machine with no calls, no faults and nothing waiting.
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            settings,
+            calls: HashMap::new(),
+            ended: VecDeque::new(),
+            messages: BTreeSet::new(),
+            faults: BTreeMap::new(),
+            cert: None,
+        }
+    }
+
+    /// Takes in one call event received at `now`.
+    pub fn on_event(&mut self, event: &CallEvent, now: Instant) {
+        let sid = event.call_sid.as_str();
+        match event.source {
+            EventSource::IncomingCall => {
+                if let Some(call) = self.track(sid, now, false)
+                    && call.to.is_none()
+                {
+                    call.to.clone_from(&event.to);
+                }
+            }
+            EventSource::StatusCallback => match &event.status {
+                Some(status) if status.is_final() => {
+                    if status.is_missed() {
+                        self.messages.insert(sid.to_owned());
+                    }
+                    self.end(sid);
+                }
+                // A call first heard of through its status (after a restart or a lag) is
+                // past ringing: tracking it as active, not incoming, avoids a late ring.
+                _ => {
+                    self.track(sid, now, true);
+                }
+            },
+            EventSource::StreamStatus => {
+                if let Some(call) = self.calls.get_mut(sid) {
+                    call.last_event = now;
+                }
+            }
+            EventSource::MediaStream => {
+                let detail = |k: &str| event.details.get(k).map(String::as_str);
+                match detail("MediaEvent") {
+                    Some("started") => {
+                        self.track(sid, now, true);
+                    }
+                    Some("answered") => {
+                        if let Some(call) = self.track(sid, now, true) {
+                            call.answered = true;
+                        }
+                    }
+                    Some("stopped") => {
+                        // Counted even when the call already ended: the final callback and
+                        // the end of the stream race.
+                        if detail("Outcome") == Some("message") {
+                            self.messages.insert(sid.to_owned());
+                        }
+                        if detail("Outcome") == Some("hangup") {
+                            self.end(sid);
+                        } else if let Some(call) = self.calls.get_mut(sid) {
+                            call.answered = true;
+                            call.last_event = now;
+                        }
+                    }
+                    _ => {
+                        if let Some(call) = self.calls.get_mut(sid) {
+                            call.last_event = now;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts tracking a call (or refreshes it); `None` for a call that already ended.
+    /// `answered` is used only when the call is new.
+    fn track(&mut self, sid: &str, now: Instant, answered: bool) -> Option<&mut Call> {
+        if self.ended.iter().any(|s| s == sid) {
+            return None;
+        }
+        let call =
+            self.calls.entry(sid.to_owned()).or_insert(Call { to: None, arrived: now, answered, last_event: now });
+        call.last_event = now;
+        Some(call)
+    }
+
+    fn end(&mut self, sid: &str) {
+        self.calls.remove(sid);
+        if !self.ended.iter().any(|s| s == sid) {
+            if self.ended.len() == ENDED_MEMORY {
+                self.ended.pop_front();
+            }
+            self.ended.push_back(sid.to_owned());
+        }
+    }
+
+    /// Sets (`Some(reason)`) or clears (`None`) the fault of one source.
+    pub fn set_fault(&mut self, source: FaultSource, reason: Option<String>) {
+        match reason {
+            Some(r) => self.faults.insert(source, r),
+            None => self.faults.remove(&source),
+        };
+    }
+
+    /// What the TLS side reports; `None` when the box runs without TLS of its own.
+    pub fn set_certificate(&mut self, status: Option<CertStatus>) {
+        self.cert = status;
+    }
+
+    /// The owner has heard the messages: clears message-waiting.
+    pub fn acknowledge(&mut self) {
+        self.messages.clear();
+    }
+
+    /// Forgets calls whose final callback never came.
+    pub fn expire(&mut self, now: Instant) {
+        let timeout = self.settings.call_timeout;
+        let lost: Vec<String> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| now.saturating_duration_since(c.last_event) >= timeout)
+            .map(|(sid, _)| sid.clone())
+            .collect();
+        for sid in lost {
+            log::warn!(call_sid = sid.as_str(); "call {sid} had no event for {timeout:?}; taking it as ended (lost final callback)");
+            self.end(&sid);
+        }
+    }
+
+    /// The earliest moment after `now` at which the output may change without new input.
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        self.calls
+            .values()
+            .flat_map(|c| {
+                let ring_end = (!c.answered).then_some(c.arrived + self.settings.max_ring);
+                [ring_end, Some(c.last_event + self.settings.call_timeout)]
+            })
+            .flatten()
+            .filter(|t| *t > now)
+            .min()
+    }
+
+    fn is_incoming(&self, call: &Call, now: Instant) -> bool {
+        !call.answered && now.saturating_duration_since(call.arrived) < self.settings.max_ring
+    }
+
+    /// True when `wall` falls in quiet hours in the shop's time zone.
+    pub fn is_quiet(&self, wall: Timestamp) -> bool {
+        let Some((start, end)) = self.settings.quiet_hours else { return false };
+        let t = wall.to_zoned(self.settings.time_zone.clone()).time();
+        match start.cmp(&end) {
+            std::cmp::Ordering::Less => start <= t && t < end,
+            std::cmp::Ordering::Greater => t >= start || t < end,
+            std::cmp::Ordering::Equal => false,
+        }
+    }
+
+    /// What to show at `now`.
+    pub fn output(&self, now: Now) -> Output {
+        let mut faults = self.faults.clone();
+        match self.cert {
+            Some(CertStatus::Missing) => {
+                faults.insert(FaultSource::Certificate, "no TLS certificate".into());
+            }
+            Some(CertStatus::Valid { not_after }) => {
+                let left = not_after.duration_since(now.wall);
+                if left.is_negative() {
+                    faults.insert(FaultSource::Certificate, format!("TLS certificate expired at {not_after}"));
+                } else if left.unsigned_abs() < CERT_WARN {
+                    faults.insert(
+                        FaultSource::Certificate,
+                        format!("TLS certificate expires at {not_after} (within 7 days)"),
+                    );
+                }
+            }
+            None => {}
+        }
+        let incoming: Vec<(&String, &Call)> =
+            self.calls.iter().filter(|(_, c)| self.is_incoming(c, now.mono)).collect();
+        let active_calls = self.calls.len() - incoming.len();
+        let quiet_hours = self.is_quiet(now.wall);
+        let ring = if quiet_hours {
+            None
+        } else {
+            // The newest arrival picks the tone: it is the call the shop has not heard yet.
+            incoming.iter().max_by_key(|(sid, c)| (c.arrived, *sid)).map(|(_, c)| Ring { to: c.to.clone() })
+        };
+        let mut lit = BTreeSet::new();
+        if !faults.is_empty() {
+            lit.insert(IndicatorState::Fault);
+        }
+        if !incoming.is_empty() {
+            lit.insert(IndicatorState::Incoming);
+        }
+        if active_calls > 0 {
+            lit.insert(IndicatorState::Active);
+        }
+        if !self.messages.is_empty() {
+            lit.insert(IndicatorState::MessageWaiting);
+        }
+        if faults.is_empty() && self.calls.is_empty() {
+            lit.insert(IndicatorState::Ready);
+        }
+        let lit: Vec<IndicatorState> = lit.into_iter().collect();
+        Output {
+            state: lit.first().copied().unwrap_or(IndicatorState::Ready),
+            lit,
+            incoming_calls: incoming.len(),
+            active_calls,
+            messages_waiting: u32::try_from(self.messages.len()).unwrap_or(u32::MAX),
+            faults,
+            quiet_hours,
+            ring,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::calls::CallStatus;
+
+    fn settings() -> Settings {
+        Settings {
+            max_ring: Duration::from_secs(20),
+            call_timeout: Duration::from_secs(600),
+            quiet_hours: None,
+            time_zone: TimeZone::UTC,
+        }
+    }
+
+    fn event(sid: &str, source: EventSource, status: Option<CallStatus>, details: &[(&str, &str)]) -> CallEvent {
+        CallEvent {
+            call_sid: sid.into(),
+            source,
+            status,
+            sequence: None,
+            twilio_timestamp: None,
+            received_at: Timestamp::UNIX_EPOCH,
+            from: Some("+15035550123".into()),
+            to: Some("+15035550100".into()),
+            direction: Some("inbound".into()),
+            duration_secs: None,
+            dedupe_key: String::new(),
+            details: details.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    fn incoming(sid: &str) -> CallEvent {
+        event(sid, EventSource::IncomingCall, Some(CallStatus::Ringing), &[])
+    }
+    fn status(sid: &str, s: CallStatus) -> CallEvent {
+        event(sid, EventSource::StatusCallback, Some(s), &[])
+    }
+    fn media(sid: &str, details: &[(&str, &str)]) -> CallEvent {
+        event(sid, EventSource::MediaStream, None, details)
+    }
+
+    fn at(t0: Instant, secs: u64) -> Now {
+        Now { mono: t0 + Duration::from_secs(secs), wall: Timestamp::from_second(1_800_000_000).unwrap() }
+    }
+
+    #[test]
+    fn a_call_rings_then_is_active_then_ends() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(settings());
+        assert_eq!(m.output(at(t0, 0)).state, IndicatorState::Ready);
+        m.on_event(&incoming("CA1"), t0);
+        let out = m.output(at(t0, 1));
+        assert_eq!(out.state, IndicatorState::Incoming);
+        assert_eq!(out.ring, Some(Ring { to: Some("+15035550100".into()) }));
+        m.on_event(&media("CA1", &[("MediaEvent", "started"), ("Flow", "voicemail")]), t0 + Duration::from_secs(1));
+        assert_eq!(m.output(at(t0, 2)).state, IndicatorState::Incoming, "greeting still counts as incoming");
+        m.on_event(&media("CA1", &[("MediaEvent", "answered"), ("Flow", "voicemail")]), t0 + Duration::from_secs(3));
+        let out = m.output(at(t0, 3));
+        assert_eq!((out.state, out.active_calls, out.ring), (IndicatorState::Active, 1, None));
+        m.on_event(&status("CA1", CallStatus::Completed), t0 + Duration::from_secs(60));
+        let out = m.output(at(t0, 60));
+        assert_eq!((out.state, out.messages_waiting), (IndicatorState::Ready, 0));
+    }
+
+    #[test]
+    fn overlapping_calls_are_counted_and_the_newest_rings() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(settings());
+        m.on_event(&incoming("CA1"), t0);
+        m.on_event(&media("CA1", &[("MediaEvent", "answered")]), t0 + Duration::from_secs(2));
+        let mut second = incoming("CA2");
+        second.to = Some("+15035550101".into());
+        m.on_event(&second, t0 + Duration::from_secs(5));
+        let out = m.output(at(t0, 6));
+        assert_eq!(out.state, IndicatorState::Incoming);
+        assert_eq!(out.lit, vec![IndicatorState::Incoming, IndicatorState::Active]);
+        assert_eq!((out.incoming_calls, out.active_calls), (1, 1));
+        assert_eq!(out.ring.unwrap().to.as_deref(), Some("+15035550101"));
+        m.on_event(&media("CA2", &[("MediaEvent", "answered")]), t0 + Duration::from_secs(7));
+        let out = m.output(at(t0, 8));
+        assert_eq!((out.state, out.active_calls), (IndicatorState::Active, 2));
+        m.on_event(&status("CA1", CallStatus::Completed), t0 + Duration::from_secs(9));
+        assert_eq!(m.output(at(t0, 9)).active_calls, 1);
+        m.on_event(&status("CA2", CallStatus::Completed), t0 + Duration::from_secs(10));
+        assert_eq!(m.output(at(t0, 10)).state, IndicatorState::Ready);
+    }
+
+    #[test]
+    fn ringing_stops_after_max_ring_time_even_unanswered() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(settings());
+        m.on_event(&incoming("CA1"), t0);
+        assert_eq!(m.next_deadline(t0), Some(t0 + Duration::from_secs(20)));
+        assert_eq!(m.next_deadline(t0 + Duration::from_secs(20)), Some(t0 + Duration::from_secs(600)));
+        assert!(m.output(at(t0, 19)).ring.is_some());
+        let out = m.output(at(t0, 20));
+        assert_eq!((out.state, out.ring, out.active_calls), (IndicatorState::Active, None, 1));
+    }
+
+    #[test]
+    fn a_lost_final_callback_times_the_call_out() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(settings());
+        m.on_event(&incoming("CA1"), t0);
+        m.on_event(&media("CA1", &[("MediaEvent", "answered")]), t0 + Duration::from_secs(5));
+        m.expire(t0 + Duration::from_secs(604));
+        assert_eq!(m.output(at(t0, 604)).state, IndicatorState::Active, "an event 599 s ago keeps it");
+        assert_eq!(m.next_deadline(t0 + Duration::from_secs(604)), Some(t0 + Duration::from_secs(605)));
+        m.expire(t0 + Duration::from_secs(605));
+        assert_eq!(m.output(at(t0, 605)).state, IndicatorState::Ready);
+        // The late callback (or a replay) neither revives the call nor counts it twice.
+        m.on_event(&incoming("CA1"), t0 + Duration::from_secs(700));
+        m.on_event(&status("CA1", CallStatus::Completed), t0 + Duration::from_secs(700));
+        assert_eq!(m.output(at(t0, 700)).state, IndicatorState::Ready);
+    }
+
+    #[test]
+    fn voicemail_and_missed_calls_wait_until_acknowledged() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(settings());
+        m.on_event(&incoming("CA1"), t0);
+        m.on_event(&media("CA1", &[("MediaEvent", "answered")]), t0);
+        m.on_event(
+            &media(
+                "CA1",
+                &[("MediaEvent", "stopped"), ("Flow", "voicemail"), ("Outcome", "message"), ("Recording", "r1")],
+            ),
+            t0 + Duration::from_secs(30),
+        );
+        m.on_event(&status("CA1", CallStatus::Completed), t0 + Duration::from_secs(31));
+        m.on_event(&incoming("CA2"), t0 + Duration::from_secs(40));
+        m.on_event(&status("CA2", CallStatus::Canceled), t0 + Duration::from_secs(42));
+        let out = m.output(at(t0, 50));
+        assert_eq!((out.state, out.messages_waiting), (IndicatorState::MessageWaiting, 2));
+        assert_eq!(out.lit, vec![IndicatorState::MessageWaiting, IndicatorState::Ready], "waiting, and healthy");
+        m.acknowledge();
+        assert_eq!(m.output(at(t0, 51)).state, IndicatorState::Ready);
+        // A relayed call or a hang-up is not a message.
+        m.on_event(&incoming("CA3"), t0 + Duration::from_secs(60));
+        m.on_event(&media("CA3", &[("MediaEvent", "stopped"), ("Flow", "relay"), ("Outcome", "relayed")]), t0);
+        m.on_event(&status("CA3", CallStatus::Completed), t0 + Duration::from_secs(90));
+        assert_eq!(m.output(at(t0, 91)).messages_waiting, 0);
+    }
+
+    #[test]
+    fn a_replayed_message_event_counts_once() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(settings());
+        let stopped = media("CA1", &[("MediaEvent", "stopped"), ("Outcome", "message"), ("Recording", "r1")]);
+        m.on_event(&stopped, t0);
+        m.on_event(&stopped, t0);
+        m.on_event(&status("CA1", CallStatus::Completed), t0);
+        m.on_event(&stopped, t0);
+        assert_eq!(m.output(at(t0, 1)).messages_waiting, 1);
+    }
+
+    #[test]
+    fn a_hangup_outcome_ends_the_call_without_waiting_for_the_callback() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(settings());
+        m.on_event(&incoming("CA1"), t0);
+        m.on_event(&media("CA1", &[("MediaEvent", "stopped"), ("Outcome", "hangup")]), t0 + Duration::from_secs(3));
+        assert_eq!(m.output(at(t0, 3)).state, IndicatorState::Ready);
+    }
+
+    #[test]
+    fn faults_take_precedence_and_clear_per_source() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(settings());
+        m.on_event(&incoming("CA1"), t0);
+        m.set_fault(FaultSource::Store, Some("write failed".into()));
+        m.set_fault(FaultSource::Disk, Some("12 MiB free".into()));
+        let out = m.output(at(t0, 1));
+        assert_eq!(out.state, IndicatorState::Fault);
+        assert_eq!(out.lit, vec![IndicatorState::Fault, IndicatorState::Incoming]);
+        assert!(out.ring.is_some(), "a fault does not silence a caller");
+        m.set_fault(FaultSource::Store, None);
+        assert_eq!(m.output(at(t0, 1)).faults.keys().copied().collect::<Vec<_>>(), vec![FaultSource::Disk]);
+        m.set_fault(FaultSource::Disk, None);
+        assert_eq!(m.output(at(t0, 1)).state, IndicatorState::Incoming);
+        let mut idle = Machine::new(settings());
+        idle.set_fault(FaultSource::Disk, Some("full".into()));
+        assert_eq!(idle.output(at(t0, 0)).lit, vec![IndicatorState::Fault], "ready means healthy");
+    }
+
+    #[test]
+    fn certificate_expiry_within_seven_days_is_a_fault() {
+        let t0 = Instant::now();
+        let now = at(t0, 0);
+        let mut m = Machine::new(settings());
+        let days = |d: i64| now.wall.checked_add(jiff::SignedDuration::from_hours(24 * d)).unwrap();
+        m.set_certificate(Some(CertStatus::Valid { not_after: days(30) }));
+        assert_eq!(m.output(now).state, IndicatorState::Ready);
+        m.set_certificate(Some(CertStatus::Valid { not_after: days(6) }));
+        let out = m.output(now);
+        assert_eq!(out.state, IndicatorState::Fault);
+        assert!(out.faults[&FaultSource::Certificate].contains("within 7 days"));
+        // The same certificate becomes a fault as time passes, with no new report.
+        m.set_certificate(Some(CertStatus::Valid { not_after: days(8) }));
+        assert_eq!(m.output(now).state, IndicatorState::Ready);
+        let later = Now { wall: days(2), ..now };
+        assert_eq!(m.output(later).state, IndicatorState::Fault);
+        m.set_certificate(Some(CertStatus::Valid { not_after: days(-1) }));
+        assert!(m.output(now).faults[&FaultSource::Certificate].contains("expired"));
+        m.set_certificate(Some(CertStatus::Missing));
+        assert_eq!(m.output(now).faults[&FaultSource::Certificate], "no TLS certificate");
+        m.set_certificate(None);
+        assert_eq!(m.output(now).state, IndicatorState::Ready);
+    }
+
+    #[test]
+    fn quiet_hours_silence_the_ring_but_not_the_leds_in_local_time() {
+        let t0 = Instant::now();
+        let chicago = TimeZone::get("America/Chicago").unwrap();
+        let mut m = Machine::new(Settings {
+            quiet_hours: Some((Time::constant(19, 0, 0, 0), Time::constant(7, 0, 0, 0))),
+            time_zone: chicago.clone(),
+            ..settings()
+        });
+        m.on_event(&incoming("CA1"), t0);
+        let local = |h: i8, min: i8| {
+            jiff::civil::date(2026, 11, 25).at(h, min, 0, 0).to_zoned(chicago.clone()).unwrap().timestamp()
+        };
+        for (h, min, quiet) in
+            [(18, 59, false), (19, 0, true), (23, 30, true), (3, 0, true), (6, 59, true), (7, 0, false)]
+        {
+            let out = m.output(Now { mono: t0, wall: local(h, min) });
+            assert_eq!(out.quiet_hours, quiet, "{h}:{min:02}");
+            assert_eq!(out.ring.is_none(), quiet, "{h}:{min:02}");
+            assert_eq!(out.state, IndicatorState::Incoming, "LEDs still show the call at {h}:{min:02}");
+        }
+        // 19:30 in Chicago is 01:30 UTC: the zone, not UTC, decides.
+        assert!(m.is_quiet(local(19, 30)));
+        let same_range_in_utc = Machine::new(Settings {
+            quiet_hours: Some((Time::constant(19, 0, 0, 0), Time::constant(7, 0, 0, 0))),
+            ..settings()
+        });
+        assert!(!same_range_in_utc.is_quiet(local(12, 30)), "18:30 UTC");
+        assert!(same_range_in_utc.is_quiet(local(13, 30)), "19:30 UTC");
+    }
+
+    #[test]
+    fn a_call_first_seen_through_its_status_does_not_ring() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(settings());
+        m.on_event(&status("CA9", CallStatus::InProgress), t0);
+        let out = m.output(at(t0, 0));
+        assert_eq!((out.state, out.ring), (IndicatorState::Active, None));
+    }
+}

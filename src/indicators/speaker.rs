@@ -1,0 +1,139 @@
+//! The shop speaker: a small [`Speaker`] trait, a registry of real backends (cpal, behind the
+//! `speaker` feature) and a simulated backend that is always there.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::time::Instant;
+
+use super::tone::ToneSpec;
+use crate::config::{IndicatorsConfig, SpeakerBackendChoice};
+
+/// Tone changes the simulated backend keeps.
+const TONE_LOG_CAPACITY: usize = 4096;
+
+/// Something that plays ring tones.
+pub trait Speaker: Send {
+    /// Starts tone `index` (of the tones it was opened with) at the start of its cadence.
+    fn play(&mut self, index: usize);
+    /// Stops any tone.
+    fn stop(&mut self);
+    /// `cpal` or `simulated`.
+    fn backend(&self) -> &'static str;
+}
+
+/// Why a real audio backend could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpeakerError {
+    /// The system has no default output device.
+    #[error("no default audio output device")]
+    NoDevice,
+    /// The device exists but would not play.
+    #[error("cannot open audio output {device}: {source}")]
+    Open {
+        /// The device's name.
+        device: String,
+        /// The audio library's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The device uses a sample format the box does not generate.
+    #[error("audio output {device} wants sample format {format}, which is not supported")]
+    Format {
+        /// The device's name.
+        device: String,
+        /// The format it asked for.
+        format: String,
+    },
+    /// The audio thread could not be started or did not answer.
+    #[error("audio thread failed: {0}")]
+    Thread(String),
+}
+
+/// A real backend's constructor: opens the device for these tones or says why not.
+type Opener = fn(&[ToneSpec]) -> Result<Box<dyn Speaker>, SpeakerError>;
+
+/// Real backends, tried in order when `speaker = "auto"`.
+const BACKENDS: &[(&str, Opener)] = &[
+    #[cfg(feature = "speaker")]
+    ("cpal", super::cpal_speaker::open),
+];
+
+/// One recorded tone change of the simulated speaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToneChange {
+    /// When.
+    pub at: Instant,
+    /// The tone started, or `None` when it stopped.
+    pub tone: Option<usize>,
+}
+
+/// The simulated speaker's record, shared with whoever inspects it.
+#[derive(Debug, Clone, Default)]
+pub struct ToneLog(Arc<Mutex<VecDeque<ToneChange>>>);
+
+impl ToneLog {
+    fn push(&self, change: ToneChange) {
+        let mut log = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if log.len() == TONE_LOG_CAPACITY {
+            log.pop_front();
+        }
+        log.push_back(change);
+    }
+
+    /// Every recorded change, oldest first.
+    pub fn changes(&self) -> Vec<ToneChange> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).iter().copied().collect()
+    }
+}
+
+/// A speaker that only records what it would play.
+#[derive(Debug)]
+pub struct SimSpeaker {
+    playing: Option<usize>,
+    log: ToneLog,
+}
+
+impl SimSpeaker {
+    /// A simulated speaker recording into `log`.
+    pub fn new(log: ToneLog) -> Self {
+        Self { playing: None, log }
+    }
+}
+
+impl Speaker for SimSpeaker {
+    fn play(&mut self, index: usize) {
+        self.playing = Some(index);
+        self.log.push(ToneChange { at: Instant::now(), tone: Some(index) });
+    }
+    fn stop(&mut self) {
+        if self.playing.take().is_some() {
+            self.log.push(ToneChange { at: Instant::now(), tone: None });
+        }
+    }
+    fn backend(&self) -> &'static str {
+        "simulated"
+    }
+}
+
+/// Opens the configured speaker. Blocks while a device opens (call it off the async
+/// threads). With no usable device it warns once and returns the simulated speaker.
+pub fn open(config: &IndicatorsConfig, tones: &[ToneSpec], log: ToneLog) -> Box<dyn Speaker> {
+    if config.speaker == SpeakerBackendChoice::Sim {
+        return Box::new(SimSpeaker::new(log));
+    }
+    let mut reasons = Vec::new();
+    for (name, opener) in BACKENDS {
+        match opener(tones) {
+            Ok(speaker) => return speaker,
+            Err(e) => reasons.push(format!("{name}: {e}")),
+        }
+    }
+    if reasons.is_empty() {
+        log::warn!("no audio output: built without the `speaker` feature; the ring tone is simulated");
+    } else {
+        log::warn!("no audio output device ({}); the ring tone is simulated", reasons.join("; "));
+    }
+    Box::new(SimSpeaker::new(log))
+}
