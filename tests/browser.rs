@@ -9,11 +9,11 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use callbox::calls::{CallEvent, EventSource};
 use common::*;
 use fantoccini::{Client, ClientBuilder, Locator};
 use http::StatusCode;
@@ -27,7 +27,10 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // chromedriver's browser runs in chromedriver's process group: end them all, also
+        // when a failed assertion skipped closing the session.
+        let group = nix::unistd::Pid::from_raw(-(self.child.id() as i32));
+        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.wait();
     }
 }
@@ -43,6 +46,7 @@ async fn browser() -> (Driver, Client) {
     let port = free_port();
     let child = Command::new("chromedriver")
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -137,73 +141,6 @@ async fn check_layout_and_screenshot(c: &Client, name: &str, width: u32, height:
     assert_eq!(problems, json!([]), "layout problems at {width}px ({}):", path.display());
 }
 
-/// A call with a voicemail, the way the media flow leaves it in the log.
-async fn place_voicemail_call(server: &TestServer, sid: &str) {
-    let p = [
-        ("CallSid", sid),
-        ("From", "+15035550123"),
-        ("To", "+15035550100"),
-        ("CallStatus", "ringing"),
-        ("CallerName", "Zoë Müller-Long-Name Auto Repair Customer"),
-    ];
-    assert_eq!(server.post_signed("/api/v1/webhooks/incoming-call", &p).await.status, StatusCode::OK);
-    let wav = wav(16000);
-    std::fs::create_dir_all(server.dir.path().join("recordings")).unwrap();
-    std::fs::write(server.dir.path().join(format!("recordings/{sid}.wav")), wav).unwrap();
-    let details = [
-        ("MediaEvent", "stopped"),
-        ("Flow", "voicemail"),
-        ("Outcome", "message"),
-        ("Recording", &format!("recordings/{sid}.wav")),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let stopped = CallEvent {
-        call_sid: sid.into(),
-        source: EventSource::MediaStream,
-        status: None,
-        sequence: None,
-        twilio_timestamp: None,
-        received_at: jiff::Timestamp::now(),
-        from: None,
-        to: None,
-        direction: None,
-        duration_secs: None,
-        dedupe_key: "media:MZ1:stopped".into(),
-        details,
-    };
-    server.app.record_event(stopped).await.unwrap();
-    let p = [("CallSid", sid), ("CallStatus", "completed"), ("SequenceNumber", "3"), ("CallDuration", "14")];
-    assert_eq!(server.post_signed("/api/v1/webhooks/call-status", &p).await.status, StatusCode::NO_CONTENT);
-}
-
-fn wav(samples: usize) -> Vec<u8> {
-    let data_len = (samples * 2) as u32;
-    let mut v = Vec::new();
-    for part in [
-        &b"RIFF"[..],
-        &(36 + data_len).to_le_bytes(),
-        b"WAVEfmt ",
-        &16u32.to_le_bytes(),
-        &1u16.to_le_bytes(),
-        &1u16.to_le_bytes(),
-        &8000u32.to_le_bytes(),
-        &16000u32.to_le_bytes(),
-        &2u16.to_le_bytes(),
-        &16u16.to_le_bytes(),
-        b"data",
-        &data_len.to_le_bytes(),
-    ] {
-        v.extend_from_slice(part);
-    }
-    for i in 0..samples {
-        let s = ((i as f64 * 440.0 * std::f64::consts::TAU / 8000.0).sin() * 8000.0) as i16;
-        v.extend_from_slice(&s.to_le_bytes());
-    }
-    v
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owner_logs_in_watches_a_call_arrive_plays_it_and_logs_out() {
     let server = TestServer::start().await;
@@ -224,23 +161,39 @@ async fn owner_logs_in_watches_a_call_arrive_plays_it_and_logs_out() {
     wait_js(&c, "document.querySelector('#live-empty') && !document.querySelector('#live-empty').hidden", "the board")
         .await;
 
-    // A call arrives while the page is open: it shows up live, without a reload.
+    // A call placed by `callbox simulate-call` (Twilio's role, as a real process) shows up
+    // live while it is in progress, then with its voicemail, all without a reload.
     let marker = c.execute("window.__sameDocument = 'yes'; return true;", vec![]).await.unwrap();
     assert_eq!(marker, json!(true));
-    let ringing = [("CallSid", "CAb0001"), ("From", "+15035550123"), ("To", "+15035550100"), ("CallStatus", "ringing")];
-    assert_eq!(server.post_signed("/api/v1/webhooks/incoming-call", &ringing).await.status, StatusCode::OK);
-    wait_js(&c, "document.querySelector('#live [data-sid=CAb0001]')", "the ringing call on the live board").await;
-    place_voicemail_call(&server, "CAb0002").await;
+    let public_url = server.app.config.public_url.origin();
+    let stream_url = format!("ws://{}/api/v1/voice/media-stream", server.public);
+    let caller = tokio::process::Command::new(env!("CARGO_BIN_EXE_callbox"))
+        .args(["simulate-call", "--url", &public_url, "--stream-url", &stream_url, "--seconds", "3", "--quiet"])
+        .args(["--auth-token", AUTH_TOKEN])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_js(&c, "document.querySelectorAll('#live .call').length === 1", "the call on the live board").await;
+    let done = caller.wait_with_output().await.unwrap();
+    assert!(
+        done.status.success(),
+        "simulate-call: {}{}",
+        String::from_utf8_lossy(&done.stdout),
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let sid = server.app.store.list(1, None).unwrap()[0].call_sid.clone();
     wait_js(
         &c,
-        "document.querySelector('#calls [data-sid=CAb0002] .badge.voicemail')",
-        "the voicemail call in the list",
+        &format!("document.querySelector('#calls [data-sid={sid}] .badge.voicemail')"),
+        "the call with its voicemail",
     )
     .await;
+    wait_js(&c, "document.querySelectorAll('#live .call').length === 0", "the live board empty again").await;
     assert_eq!(c.execute("return window.__sameDocument;", vec![]).await.unwrap(), json!("yes"), "the page reloaded");
 
     // Its detail, with a playable recording.
-    c.find(Locator::Css("#calls [data-sid=CAb0002]")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css(&format!("#calls [data-sid={sid}]"))).await.unwrap().click().await.unwrap();
     wait_js(&c, "!document.querySelector('#detail').hidden", "the call's detail").await;
     let duration = wait_js(
         &c,
@@ -249,18 +202,25 @@ async fn owner_logs_in_watches_a_call_arrive_plays_it_and_logs_out() {
     )
     .await;
     let secs = duration.as_f64().unwrap();
-    assert!((secs - 2.0).abs() < 0.05, "16000 samples at 8 kHz are 2 s, the player says {secs}");
+    assert!((2.5..=3.5).contains(&secs), "the caller spoke for 3 s, the player says {secs}");
     let timeline = c.find(Locator::Css("#timeline")).await.unwrap().text().await.unwrap();
-    assert!(timeline.contains("completed"), "{timeline}");
+    assert!(timeline.contains("completed") && timeline.contains("media-stream"), "{timeline}");
 
-    // Filters.
+    // The message is waiting: the banner shows it, and the owner marks it as heard.
+    wait_js(&c, "!document.querySelector('#message-banner').hidden", "the message-waiting banner").await;
+    c.find(Locator::Css("#ack")).await.unwrap().click().await.unwrap();
+    wait_js(&c, "document.querySelector('#message-banner').hidden", "the banner gone after acknowledging").await;
+    assert_eq!(server.app.indicators.snapshot().output.messages_waiting, 0);
+
+    // Filters: a second call, still ringing, is not a voicemail.
+    let ringing = [("CallSid", "CAb0001"), ("From", "+15035550199"), ("To", "+15035550100"), ("CallStatus", "ringing")];
+    assert_eq!(server.post_signed("/api/v1/webhooks/incoming-call", &ringing).await.status, StatusCode::OK);
+    wait_js(&c, "document.querySelector('#live [data-sid=CAb0001]')", "a second, ringing call").await;
     c.find(Locator::Css("[data-filter=voicemail]")).await.unwrap().click().await.unwrap();
-    wait_js(
-        &c,
-        "!document.querySelector('#calls [data-sid=CAb0001]') && document.querySelector('#calls [data-sid=CAb0002]')",
-        "the voicemail filter",
-    )
-    .await;
+    let only_voicemail = format!(
+        "!document.querySelector('#calls [data-sid=CAb0001]') && document.querySelector('#calls [data-sid={sid}]')"
+    );
+    wait_js(&c, &only_voicemail, "the voicemail filter").await;
 
     check_layout_and_screenshot(&c, "dashboard", 390, 844).await;
     check_layout_and_screenshot(&c, "dashboard", 1280, 900).await;

@@ -124,22 +124,28 @@ async fn socket_activation_with_ready_watchdog_and_stopping() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     connected.expect("systemd-socket-activate never listened");
+
     let health = request(addr, http::Method::GET, "/healthz", &[], bytes::Bytes::new()).await;
     assert_eq!(health.status, StatusCode::OK);
 
     let mut seen = Vec::new();
     assert!(wait_for(&notify, &mut seen, "READY=1"), "no READY=1: {seen:?}");
+
     assert!(wait_for(&notify, &mut seen, "WATCHDOG=1"), "no WATCHDOG=1: {seen:?}");
     let pings_before = seen.iter().filter(|m| m.contains("WATCHDOG=1")).count();
-    std::thread::sleep(Duration::from_millis(700));
+    // Listen for a while (the pings keep coming, so bound it by time, not by silence).
+    let listen_until = Instant::now() + Duration::from_millis(900);
     let mut buf = [0u8; 4096];
-    while let Ok(n) = notify.recv(&mut buf) {
-        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    while Instant::now() < listen_until {
+        if let Ok(n) = notify.recv(&mut buf) {
+            seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
     }
     assert!(seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() > pings_before, "watchdog pings are periodic");
 
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
     assert!(wait_for(&notify, &mut seen, "STOPPING=1"), "no STOPPING=1: {seen:?}");
+
     assert!(child.wait().unwrap().success());
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();

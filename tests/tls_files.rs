@@ -107,6 +107,18 @@ async fn replaced_files_switch_the_certificate_and_bad_files_keep_the_old_one() 
     let health = server.admin_get("/api/v1/health", true).await.json();
     assert_eq!(health["tls_fault"], true, "{health}");
     assert!(health["tls"]["last_error"].as_str().unwrap().contains("fullchain.pem"), "{health}");
+    // The bay sees it too: the fault LED state, with the reason.
+    let mut lit = None;
+    for _ in 0..100 {
+        let snap = server.app.indicators.snapshot();
+        if snap.output.faults.contains_key(&callbox::indicators::FaultSource::Certificate) {
+            lit = Some(snap);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let snap = lit.expect("the certificate fault never reached the indicators");
+    assert_eq!(snap.output.state, callbox::indicators::IndicatorState::Fault);
 
     // A certificate with someone else's key: the key file is named, nothing changes.
     let (chain_c, _, serial_c) = ca.leaf();
@@ -130,6 +142,17 @@ async fn replaced_files_switch_the_certificate_and_bad_files_keep_the_old_one() 
         .await;
     assert!(!s.fault(jiff::Timestamp::now()));
     assert_eq!(served_serial(&server, &ca).await, serial_d);
+    for _ in 0..100 {
+        if !server.app.indicators.snapshot().output.faults.contains_key(&callbox::indicators::FaultSource::Certificate)
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        !server.app.indicators.snapshot().output.faults.contains_key(&callbox::indicators::FaultSource::Certificate),
+        "the fault clears once the certificate loads again"
+    );
     server.stop().await;
 }
 

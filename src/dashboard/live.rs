@@ -38,6 +38,17 @@ pub async fn run(app: Arc<App>) {
 
 fn observe(app: &App, active: &mut HashMap<String, Instant>, m: &BusMessage) {
     let sid = &m.record.call_sid;
+    // A media stream's totals are counted once, when it stops (the bus carries no retries).
+    if m.event.source == EventSource::MediaStream
+        && m.event.details.get("MediaEvent").map(String::as_str) == Some("stopped")
+        && let Some(stream) = &m.record.stream
+    {
+        app.metrics.media_frames_in.inc_by(stream.frames_in);
+        app.metrics.media_frames_out.inc_by(stream.frames_out);
+        if let Some(rec) = &stream.recording {
+            app.metrics.recording_bytes.inc_by(rec.bytes);
+        }
+    }
     if m.record.is_over() {
         active.remove(sid);
         // Count the event that made the call final (a late non-final event after it does not).

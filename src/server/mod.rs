@@ -188,6 +188,7 @@ impl Server {
         ));
         tracker.spawn(prune_loop(app.clone(), shutdown.clone()));
         tracker.spawn(crate::dashboard::live::run(app.clone()));
+        tracker.spawn(report_certificate(app.clone()));
         tracker.spawn(crate::indicators::run(app.clone(), shutdown.clone()));
 
         shutdown.cancelled().await;
@@ -302,6 +303,38 @@ async fn serve_http<I, F, Fut>(
     };
     if let Err(e) = result {
         log::debug!("{name} connection from {peer}: {e}");
+    }
+}
+
+/// Feeds the certificate state from the TLS side to the indicators (the `fault` LED) and
+/// the metrics, whenever it changes.
+async fn report_certificate(app: Arc<App>) {
+    use crate::indicators::{CertStatus, FaultSource};
+    let mut status = app.tls.status();
+    loop {
+        {
+            let s = status.borrow_and_update();
+            if s.mode == "off" {
+                app.indicators.set_certificate(None);
+                app.indicators.set_fault(FaultSource::Certificate, None);
+            } else {
+                let cert = match &s.certificate {
+                    Some(c) => CertStatus::Valid { not_after: c.not_after },
+                    None => CertStatus::Missing,
+                };
+                app.indicators.set_certificate(Some(cert));
+                // The TLS side's own rule adds what the indicators cannot see: ACME failing
+                // again and again, or certificate files that no longer load.
+                let reason = s
+                    .fault(jiff::Timestamp::now())
+                    .then(|| s.last_error.clone().unwrap_or_else(|| "no valid certificate".to_owned()));
+                app.indicators.set_fault(FaultSource::Certificate, reason);
+            }
+        }
+        tokio::select! {
+            changed = status.changed() => if changed.is_err() { return },
+            () = app.shutdown.cancelled() => return,
+        }
     }
 }
 
