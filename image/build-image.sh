@@ -168,6 +168,12 @@ EOF
     fi
 }
 
+# apt inside the chroot resolves names with the build machine's resolver.
+host_resolver() {
+    rm -f "$1/etc/resolv.conf"
+    cp -L /etc/resolv.conf "$1/etc/resolv.conf"
+}
+
 # --- stage 1: the prepared rootfs (debootstrap, packages, kernel, firmware), cached -------------
 prepare_rootfs() {
     local root=$1 t0=$SECONDS
@@ -189,11 +195,14 @@ prepare_rootfs() {
     # No daemon may start inside the chroot.
     printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
     chmod 0755 "$root/usr/sbin/policy-rc.d"
-    cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+    host_resolver "$root"
     mount_chroot "$root"
     log "apt: base packages after $((SECONDS - t0)) s"
     apt_in_chroot update
+    apt_in_chroot upgrade >&2
     apt_in_chroot install "${base_packages[@]}" >&2
+    # systemd-resolved just pointed resolv.conf at its (not running) stub.
+    host_resolver "$root"
 
     # The kernel's own hook builds the initrd once (update-initramfs -c); without this, the
     # initramfs trigger would build it a second time (-u), about 6 minutes each under emulation.
@@ -203,7 +212,6 @@ prepare_rootfs() {
     cat >"$root/etc/default/raspi-firmware" <<'EOF'
 # Used by raspi-firmware's hooks to write /boot/firmware/cmdline.txt on each kernel update.
 ROOTPART=LABEL=rootfs
-CONSOLES="serial0,115200 tty1"
 EOF
     log "apt: kernel and firmware (${boot_packages[*]}) after $((SECONDS - t0)) s"
     apt_in_chroot install "${boot_packages[@]}" >&2

@@ -12,7 +12,7 @@
 # cmdline.txt with root=LABEL=rootfs) and the owner's callbox.toml; /usr/bin/callbox (an
 # aarch64 ELF), callbox.socket, callbox.service and callbox-firstboot.service present and
 # enabled; the callbox user and gpio group; systemd-timesyncd enabled; no account with a
-# usable or empty password; sshd not enabled and no host keys baked in.
+# usable or empty password; sshd not enabled, no host keys and no machine-id baked in.
 # Needs: fdisk (sfdisk), mtools, e2fsprogs (debugfs, e2fsck), dosfstools (fsck.fat).
 set -euo pipefail
 
@@ -154,6 +154,7 @@ ssh_links=$(for d in multi-user.target.wants sockets.target.wants; do dfs "ls -p
     awk -F/ '{ print $6 }' | grep -E '^sshd?\.(service|socket)$' || true)
 check "sshd is not enabled${ssh_links:+ (found: $ssh_links)}" test -z "$ssh_links"
 check "no sshd.service alias (left by 'systemctl enable ssh')" test -z "$(ftype "$wants/sshd.service")"
+check "/etc/machine-id is empty (each box makes its own at first boot)" test -z "$(cat_file /etc/machine-id)"
 host_keys=$(dfs 'ls -p /etc/ssh' | awk -F/ '{ print $6 }' | grep '^ssh_host_' || true)
 check "no SSH host keys baked into the image (each box makes its own)" test -z "$host_keys"
 
