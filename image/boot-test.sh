@@ -169,7 +169,7 @@ if ((!good_only)); then
     boot bad short
     line=""
     while ((SECONDS - boot_t0 < timeout_s)) && kill -0 "$qemu_pid" 2>/dev/null; do
-        line=$(grep -a 'callbox.toml on the boot partition is not valid' "$console" | head -n 1 || true)
+        line=$(grep -a 'callbox.toml on the boot partition is not valid' "$console" 2>/dev/null | head -n 1 || true)
         [[ -n "$line" ]] && break
         sleep 2
     done
@@ -181,8 +181,10 @@ if ((!good_only)); then
         sleep 20
         code=$(status_of "http://127.0.0.1:$admin_port/healthz")
         check "bad config: callbox.service does not serve (admin /healthz: '$code')" test "$code" != 200
-        if console_has "status=78"; then
-            ok "bad config: callbox.service exited 78 (config error: no restart loop)"
+        if console_has "callbox.service: Main process exited, code=exited, status=78"; then
+            ok "bad config: callbox.service exited 78 (config error)"
+            check "bad config: systemd did not restart it (no 'Scheduled restart job' on the console)" \
+                bash -c '! grep -aq "callbox.service: Scheduled restart job" "$1"' _ "$console"
         else
             log "bad config: no 'status=78' line on the console (systemd may not forward it); not counted"
         fi
