@@ -17,7 +17,7 @@
 set -euo pipefail
 
 if (($# != 1)) || [[ "$1" == -* ]]; then
-    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
+    sed -n '4,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
     exit 2
 fi
 img=$1
