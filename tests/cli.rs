@@ -148,3 +148,24 @@ fn serve_with_a_bad_config_exits_78_so_systemd_does_not_restart_it() {
     let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/callbox.service")).unwrap();
     assert!(unit.lines().any(|l| l == "RestartPreventExitStatus=78"));
 }
+
+#[test]
+fn indicate_fault_uses_the_pins_of_a_broken_config_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("callbox.toml");
+    // The rest of the file is unusable, the [indicators] table is fine.
+    std::fs::write(&path, "public_url = \"https://your-domain.example\"\n[indicators]\nleds = \"sim\"\nfault = { pins = [5], pattern = \"blink\", period_ms = 200 }\n").unwrap();
+    let mut child = callbox()
+        .args(["indicate", "fault", "--config"])
+        .arg(&path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none(), "it keeps showing the fault until stopped");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("showing the fault pattern (simulated)"), "{err}");
+}

@@ -247,7 +247,8 @@ fn firstboot(boot: &Path, etc: &Path) -> Output {
         .env("CALLBOX_BOOT_DIR", boot)
         .env("CALLBOX_ETC_DIR", etc)
         .env("CALLBOX_BIN", env!("CARGO_BIN_EXE_callbox"))
-        .env("CALLBOX_MANAGE_SSH", "0"))
+        .env("CALLBOX_MANAGE_SSH", "0")
+        .env("CALLBOX_FAULT_LED", "0"))
 }
 
 const GOOD: &str = "public_url = \"https://calls.bobs-garage.com\"\n\n[admin]\ntoken = \"0123456789abcdef-admin\"\n\n\

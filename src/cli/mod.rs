@@ -1,10 +1,12 @@
 //! The command line: `serve`, `check`, `calls`, `simulate-call`, `selftest`.
 
 mod calls;
+mod indicate;
 mod selftest;
 mod serve;
 mod simulate;
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -36,6 +38,8 @@ enum Command {
     SimulateCall(simulate::SimulateArgs),
     /// Cycle every LED pattern and play every ring tone once (for the installer at the box).
     Selftest(selftest::SelftestArgs),
+    /// Show an indicator pattern by itself, e.g. `indicate fault` when the box cannot start.
+    Indicate(indicate::IndicateArgs),
 }
 
 /// Where to find the configuration: a file, or dev mode.
@@ -68,13 +72,15 @@ pub fn main() -> ExitCode {
         Command::Calls(args) => report(calls::run(args)),
         Command::SimulateCall(args) => report(simulate::run(args)),
         Command::Selftest(args) => report(selftest::run(args)),
+        Command::Indicate(args) => report(indicate::run(args)),
     }
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
     match Config::load(path, &EnvSecrets::from_process()) {
         Ok(config) => {
-            println!("# {}: OK\n{}", path.display(), config.to_redacted_toml());
+            // A closed pipe (`callbox check | head`) is the reader's choice, not an error.
+            let _ = writeln!(std::io::stdout(), "# {}: OK\n{}", path.display(), config.to_redacted_toml());
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -105,3 +105,26 @@ fn lit_alone(state: IndicatorState, calls: usize) -> Output {
         ring: None,
     }
 }
+
+/// Shows the `fault` pattern until `stop` resolves, then turns the LEDs off: for a box that
+/// cannot start (a bad config at first boot), so the bay sees something is wrong.
+pub async fn show_fault(
+    config: &IndicatorsConfig,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), SelftestError> {
+    let backend = leds::open(config, PinLog::default())?;
+    let mut led = LedDriver::new(backend, config, Instant::now());
+    log::info!("showing the fault pattern ({}) until stopped", led.backend());
+    led.show(&lit_alone(IndicatorState::Fault, 0), Instant::now());
+    tokio::pin!(stop);
+    loop {
+        let now = Instant::now();
+        let next = led.next_edge(now).unwrap_or(now + Duration::from_secs(3600));
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => led.tick(Instant::now()),
+            () = &mut stop => break,
+        }
+    }
+    led.all_off();
+    Ok(())
+}
