@@ -9,6 +9,21 @@ use std::process::{Child, Command, Output, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_callbox");
 
+/// The box under test: the host build, or (CI) the aarch64 build under qemu-user with
+/// `CALLBOX_TEST_BIN=… CALLBOX_TEST_RUNNER=qemu-aarch64-static`. Twilio's side
+/// (`simulate-call`, `calls`) is always the host build.
+fn box_command() -> Command {
+    let bin = std::env::var("CALLBOX_TEST_BIN").unwrap_or_else(|_| BIN.to_owned());
+    match std::env::var("CALLBOX_TEST_RUNNER").ok().filter(|r| !r.is_empty()) {
+        Some(runner) => {
+            let mut c = Command::new(runner);
+            c.arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    }
+}
+
 /// `callbox serve --dev` on ephemeral ports, killed on drop.
 struct DevBox {
     child: Child,
@@ -21,7 +36,7 @@ impl DevBox {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-        let mut child = Command::new(BIN)
+        let mut child = box_command()
             .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path().join("data"))
             .stdout(Stdio::piped())
