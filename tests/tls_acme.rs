@@ -60,6 +60,14 @@ async fn tls_alpn_01_certificate_is_served_and_reused_after_restart() {
     assert_eq!(Some(serial.clone()), status.certificate.as_ref().map(|c| c.serial.clone()));
     incoming_call_over(&server, &mut conn, "CA7001").await;
 
+    // The media stream over the same listener, as wss:// with the same certificate: the box
+    // greets the caller.
+    let mut caller = twilio_ws::Caller::new(server.wss_connect(std::slice::from_ref(&root)).await, "CA7001");
+    caller.start("+15035550100").await;
+    let (greeting, _mark) = caller.greeting().await;
+    assert!(!greeting.is_empty());
+    caller.stop().await;
+
     // Admin health shows the certificate state.
     let health = server.admin_get("/api/v1/health", true).await.json();
     assert_eq!(health["tls"]["mode"], "acme");
@@ -147,6 +155,10 @@ async fn renewal_serves_new_certificate_to_new_connections_and_keeps_open_ones()
     let mut open = server.tls_conn(std::slice::from_ref(&root)).await.unwrap();
     assert_eq!(open.leaf_serial(), first.serial);
     incoming_call_over(&server, &mut open, "CA7201").await;
+    // A media stream open across the renewal.
+    let mut caller = twilio_ws::Caller::new(server.wss_connect(std::slice::from_ref(&root)).await, "CA7201");
+    caller.start("+15035550100").await;
+    caller.through_greeting().await;
 
     let renewed = server
         .wait_tls("a renewal", |s| s.certificate.as_ref().is_some_and(|c| c.serial != first.serial))
@@ -156,9 +168,13 @@ async fn renewal_serves_new_certificate_to_new_connections_and_keeps_open_ones()
     assert!(renewed.not_after > first.not_after);
     let fresh = server.tls_conn(&[root]).await.unwrap();
     assert_ne!(fresh.leaf_serial(), first.serial, "new connections get the renewed certificate");
-    // The connection opened before the renewal is still up and still served.
+    // The connection opened before the renewal is still up and still served, and so is the
+    // WebSocket: it still takes audio, and `#` still ends the message as usual.
     incoming_call_over(&server, &mut open, "CA7202").await;
     assert_eq!(open.leaf_serial(), first.serial);
+    caller.media(&twilio_ws::test_audio(10)).await;
+    caller.dtmf("#").await;
+    assert_eq!(caller.closed().await, Some(tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal));
     assert!(pebble.issued() >= 2);
     server.stop().await;
 }

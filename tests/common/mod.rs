@@ -205,6 +205,29 @@ impl Drop for TestServer {
     }
 }
 
+/// A real rustls client connection to `addr` with SNI `server_name`, trusting only `roots`.
+pub async fn tls_stream(
+    addr: SocketAddr,
+    server_name: &str,
+    roots: &[CertificateDer<'static>],
+    alpn: Option<&[u8]>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add(r.clone()).map_err(std::io::Error::other)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.map(|a| vec![a.to_vec()]).unwrap_or_default();
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_owned()).map_err(std::io::Error::other)?;
+    let tcp = TcpStream::connect(addr).await?;
+    tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await
+}
+
 /// A kept-alive HTTPS/1.1 client connection with a real rustls client.
 pub struct TlsConn {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
@@ -220,20 +243,7 @@ impl TlsConn {
         server_name: &str,
         roots: &[CertificateDer<'static>],
     ) -> std::io::Result<Self> {
-        let mut store = rustls::RootCertStore::empty();
-        for r in roots {
-            store.add(r.clone()).map_err(std::io::Error::other)?;
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(store)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let name = rustls::pki_types::ServerName::try_from(server_name.to_owned()).map_err(std::io::Error::other)?;
-        let tcp = TcpStream::connect(addr).await?;
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await?;
+        let stream = tls_stream(addr, server_name, roots, Some(b"http/1.1")).await?;
         let peer_chain = stream.get_ref().1.peer_certificates().map(|c| c.to_vec()).unwrap_or_default();
         let (sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
@@ -478,7 +488,11 @@ impl Drop for BinServer {
 pub const MEDIA_PATH: &str = "/api/v1/voice/media-stream";
 
 /// A WebSocket client connection to the box.
-pub type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
+pub type Ws = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
+
+/// A byte stream a WebSocket can run on: plain TCP (`ws://`) or TLS (`wss://`).
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
 
 impl TestServer {
     /// The signature Twilio puts on the media-stream upgrade: over the `wss://` URL, no params.
@@ -499,8 +513,19 @@ impl TestServer {
         if let Some(s) = signature {
             req.headers_mut().insert("x-twilio-signature", s.parse().unwrap());
         }
-        let tcp = TcpStream::connect(self.public).await.unwrap();
+        let tcp: Box<dyn Io> = Box::new(TcpStream::connect(self.public).await.unwrap());
         tokio_tungstenite::client_async(req, tcp).await.map(|(ws, _)| ws)
+    }
+
+    /// Opens the media stream as Twilio does, over TLS (`wss://`), trusting only `roots`.
+    pub async fn wss_connect(&self, roots: &[CertificateDer<'static>]) -> Ws {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let stream = tls_stream(self.public, pebble::DOMAIN, roots, None).await.unwrap();
+        let url = format!("wss://{}:{}{MEDIA_PATH}", pebble::DOMAIN, self.public.port());
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut().insert("x-twilio-signature", self.media_signature().parse().unwrap());
+        let io: Box<dyn Io> = Box::new(stream);
+        tokio_tungstenite::client_async(req, io).await.map(|(ws, _)| ws).unwrap()
     }
 
     /// Waits (bounded) until the call's media stream has an outcome, and returns the record.
