@@ -123,6 +123,23 @@ impl Driver {
                     Ok(message) => {
                         last_event = last_event.max(message.event.received_at);
                         self.machine.on_event(&message.event, Instant::now());
+                        // Take in everything already queued before recomputing the output:
+                        // under a burst of calls the output is computed once per batch, not
+                        // once per event.
+                        loop {
+                            match bus.try_recv() {
+                                Ok(message) => {
+                                    last_event = last_event.max(message.event.received_at);
+                                    self.machine.on_event(&message.event, Instant::now());
+                                }
+                                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(missed)) => {
+                                    log::warn!("indicators fell {missed} call events behind; re-reading recent calls");
+                                    self.resync(last_event);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
                     }
                     Err(RecvError::Lagged(missed)) => {
                         log::warn!("indicators fell {missed} call events behind; re-reading recent calls");
