@@ -17,6 +17,7 @@ pub mod indicators;
 pub mod logging;
 pub mod media;
 pub mod metrics;
+pub mod net;
 pub mod server;
 pub mod simulate;
 pub mod systemd;

@@ -221,26 +221,8 @@ async fn accept_loop<F, Fut>(
     F: Fn(hyper::Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = hyper::Response<http::Body>> + Send + 'static,
 {
-    let mut backoff = Duration::from_millis(10);
-    loop {
-        // Take a permit before accepting: beyond the cap, connections wait in the backlog.
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            () = shutdown.cancelled() => return,
-        };
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(conn) => { backoff = Duration::from_millis(10); conn }
-                Err(e) => {
-                    // EMFILE and friends: wait and retry instead of spinning or exiting.
-                    log::warn!("{name} listener: accept failed: {e}; retrying in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            },
-            () = shutdown.cancelled() => return,
-        };
+    let mut listener = crate::net::CappedListener::new(name, listener, limit);
+    while let Some((permit, stream, peer)) = listener.accept(&shutdown).await {
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let shutdown = shutdown.clone();

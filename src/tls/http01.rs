@@ -87,22 +87,8 @@ pub async fn serve(
 ) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let origin: Arc<str> = https_origin.into();
-    loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            () = shutdown.cancelled() => return,
-        };
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    log::warn!("tls: http-01 listener: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = shutdown.cancelled() => return,
-        };
+    let mut listener = crate::net::CappedListener::new("tls: http-01", listener, limit);
+    while let Some((permit, stream, peer)) = listener.accept(&shutdown).await {
         let tokens = tokens.clone();
         let origin = origin.clone();
         tracker.spawn(async move {
