@@ -3,30 +3,19 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead as _, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+use common::BinServer;
+
 const BIN: &str = env!("CARGO_BIN_EXE_callbox");
 
-/// The box under test: the host build, or (CI) the aarch64 build under qemu-user with
-/// `CALLBOX_TEST_BIN=… CALLBOX_TEST_RUNNER=qemu-aarch64-static`. Twilio's side
-/// (`simulate-call`, `calls`) is always the host build.
-fn box_command() -> Command {
-    let bin = std::env::var("CALLBOX_TEST_BIN").unwrap_or_else(|_| BIN.to_owned());
-    match std::env::var("CALLBOX_TEST_RUNNER").ok().filter(|r| !r.is_empty()) {
-        Some(runner) => {
-            let mut c = Command::new(runner);
-            c.arg(bin);
-            c
-        }
-        None => Command::new(bin),
-    }
-}
-
-/// `callbox serve --dev` on ephemeral ports, killed on drop.
+/// `callbox serve --dev` on ephemeral ports (the box under test, see `common::box_program`),
+/// killed on drop.
 struct DevBox {
-    child: Child,
+    _server: BinServer,
     dir: tempfile::TempDir,
     public_url: String,
     admin_url: String,
@@ -35,26 +24,11 @@ struct DevBox {
 impl DevBox {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-        let mut child = box_command()
-            .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut public_url, mut admin_url) = (None, None);
-        while public_url.is_none() || admin_url.is_none() {
-            let line = lines.next().expect("serve exited before printing its addresses").unwrap();
-            let value = || line.split_whitespace().last().unwrap().to_owned();
-            if line.trim_start().starts_with("public_url:") {
-                public_url = Some(value());
-            } else if line.trim_start().starts_with("admin listener") {
-                admin_url = Some(value());
-            }
-        }
-        Self { child, dir, public_url: public_url.unwrap(), admin_url: admin_url.unwrap() }
+        let server = BinServer::spawn_dev(&dir.path().join("data"));
+        // The dev box's public_url is its bound loopback port.
+        let public_url = format!("http://127.0.0.1:{}", server.public.port());
+        let admin_url = format!("http://{}", server.admin);
+        Self { _server: server, dir, public_url, admin_url }
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -81,13 +55,6 @@ impl DevBox {
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
-    }
-}
-
-impl Drop for DevBox {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -53,13 +53,6 @@ fn units_pass_systemd_analyze_verify() {
     }
 }
 
-/// The binary under test and how to run it: the host build by default; CI also runs the
-/// aarch64 build under qemu-user with `CALLBOX_TEST_BIN=… CALLBOX_TEST_RUNNER=qemu-aarch64-static`.
-fn binary_and_runner() -> (String, Option<String>) {
-    let bin = std::env::var("CALLBOX_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_callbox").to_owned());
-    (bin, std::env::var("CALLBOX_TEST_RUNNER").ok().filter(|r| !r.is_empty()))
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -87,9 +80,7 @@ async fn socket_activation_with_ready_watchdog_and_stopping() {
     notify.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     let port = free_port();
     let data = dir.path().join("data");
-    let (bin, runner) = binary_and_runner();
-    let mut program: Vec<String> = runner.into_iter().collect();
-    program.push(bin);
+    let program = box_program();
     let mut child = Command::new("systemd-socket-activate")
         .arg("-l")
         .arg(format!("127.0.0.1:{port}"))

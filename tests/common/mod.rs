@@ -392,6 +392,15 @@ async fn hyper_closed() -> hyper::Error {
     }
 }
 
+/// The box under test, as a program and its leading arguments: the host build, or (CI) the
+/// aarch64 build under qemu-user with `CALLBOX_TEST_BIN=… CALLBOX_TEST_RUNNER=qemu-aarch64-static`.
+/// Twilio's side (`simulate-call`, `calls`) always uses the host build.
+pub fn box_program() -> Vec<String> {
+    let bin = std::env::var("CALLBOX_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_callbox").to_owned());
+    let runner = std::env::var("CALLBOX_TEST_RUNNER").ok().filter(|r| !r.is_empty());
+    runner.into_iter().chain([bin]).collect()
+}
+
 /// The `callbox` binary running `serve --dev` as a child process, on loopback port 0.
 pub struct BinServer {
     child: std::process::Child,
@@ -406,7 +415,9 @@ impl BinServer {
     /// Starts `callbox serve --dev` on `data_dir` and waits until it prints its addresses.
     pub fn spawn_dev(data_dir: &std::path::Path) -> Self {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_callbox"))
+        let program = box_program();
+        let mut child = std::process::Command::new(&program[0])
+            .args(&program[1..])
             .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .env_remove("CALLBOX_TWILIO_AUTH_TOKEN")
