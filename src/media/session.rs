@@ -475,15 +475,6 @@ impl Session {
             End::Failed(why) => log::error!("media stream {}: {why}", self.sid()),
             _ => {}
         }
-        if let Some(frame) = frame {
-            // Send our close and give Twilio a moment to answer it, so the close is clean.
-            let closing = async {
-                if self.ws.close(Some(frame)).await.is_ok() {
-                    while let Some(Ok(_)) = self.ws.next().await {}
-                }
-            };
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
-        }
         self.info.stopped_at = Some(Timestamp::now());
         self.info.outcome = Some(outcome.into());
         if self.info.error.is_none() {
@@ -491,6 +482,7 @@ impl Session {
         }
         let Some(call_sid) = self.call_sid.clone() else {
             log::info!("media stream closed before start ({outcome})");
+            self.close(frame).await;
             return;
         };
         log::info!(
@@ -512,6 +504,19 @@ impl Session {
             extra.insert("Error".to_owned(), why.clone());
         }
         self.event("stopped", extra).await;
+        self.close(frame).await;
+    }
+
+    /// Sends our close and gives Twilio a moment to answer it, so the close is clean. This comes
+    /// after the outcome is in the call log: whoever sees the stream close may read the log at once.
+    async fn close(&mut self, frame: Option<CloseFrame>) {
+        let Some(frame) = frame else { return };
+        let closing = async {
+            if self.ws.close(Some(frame)).await.is_ok() {
+                while let Some(Ok(_)) = self.ws.next().await {}
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
     }
 
     /// Writes the stream's state into the call record.
