@@ -1,14 +1,19 @@
-//! Connection-level limits: a client that sends nothing cannot hold a connection slot.
+//! Connection-level limits: a client that sends nothing cannot hold a connection slot, one
+//! address cannot take every slot, and a flood of connections is held to the cap in count and
+//! memory.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use http::StatusCode;
+use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_util::sync::CancellationToken;
 
 #[tokio::test]
 async fn silent_and_half_sent_requests_are_dropped_after_the_header_timeout() {
@@ -30,4 +35,172 @@ async fn silent_and_half_sent_requests_are_dropped_after_the_header_timeout() {
     // Their slots are free again: a real request is served.
     let params = incoming_params("CA7500");
     assert_eq!(server.post_signed("/api/v1/webhooks/incoming-call", &refs(&params)).await.status, StatusCode::OK);
+}
+
+/// Opens a connection to `server` from the loopback address `from` (all of 127/8 is local).
+async fn connect_from(from: [u8; 4], server: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((from, 0)))?;
+    socket.connect(server).await
+}
+
+/// A slowloris: sends a request head one byte at a time and never finishes it. Returns once the
+/// server closes the connection, or `stop` is cancelled (then `false`).
+async fn trickle_headers(mut conn: TcpStream, stop: CancellationToken) -> bool {
+    let head = b"POST /api/v1/webhooks/incoming-call HTTP/1.1\r\nHost: shop.example.com\r\nX-Padding: ";
+    let (mut reader, mut writer) = conn.split();
+    let closed = async {
+        let mut buf = [0u8; 512];
+        // EOF, a reset or a 4xx answer: in each case the server let go of the connection.
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    let trickle = async {
+        for byte in head.iter().chain(std::iter::repeat(&b'a')) {
+            if writer.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        () = closed => true,
+        () = trickle => true,
+        () = stop.cancelled() => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_header_writers_from_one_address_cannot_lock_twilio_out() {
+    let server = TestServer::start_with(|c| {
+        // Long enough that only the per-address share keeps slots free during the test.
+        c.server.header_timeout_secs = 600;
+        c.server.max_connections = 32;
+        c.server.max_connections_per_address = 8;
+    })
+    .await;
+    let stop = CancellationToken::new();
+    let attackers: Vec<_> = (0..100)
+        .map(|_| {
+            let stop = stop.clone();
+            let public = server.public;
+            tokio::spawn(async move {
+                let conn = connect_from([127, 0, 0, 2], public).await.unwrap();
+                trickle_headers(conn, stop).await
+            })
+        })
+        .collect();
+
+    // Every request from Twilio's address is answered while the attack goes on. Without the
+    // share, the attacker would hold all 32 slots for the 600 s header timeout and these would
+    // wait in the backlog past the client's deadline.
+    let params = incoming_params("CA7501");
+    for _ in 0..20 {
+        let reply = tokio::time::timeout(
+            Duration::from_secs(30),
+            server.post_signed("/api/v1/webhooks/incoming-call", &refs(&params)),
+        )
+        .await
+        .expect("a signed webhook was not answered while slow writers held connections");
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+
+    stop.cancel();
+    let mut closed_by_server = 0;
+    for attacker in attackers {
+        closed_by_server += usize::from(attacker.await.unwrap());
+    }
+    // The attack was real: the share of 8 stayed open and trickling all along; the rest were refused.
+    assert_eq!(closed_by_server, 100 - 8, "connections the server refused");
+}
+
+/// Connections the server has accepted and still holds on `port`: sockets of this process in
+/// ESTABLISHED state on the server's side. A connection still in the kernel's accept queue has
+/// no inode yet, so it does not count.
+fn accepted_connections(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/self/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields[1].rsplit(':').next().map(|p| u16::from_str_radix(p, 16).unwrap());
+            local_port == Some(port) && fields[3] == "01" && fields[9] != "0"
+        })
+        .count()
+}
+
+/// Resident memory of this process in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_flood_is_held_to_the_cap_in_count_and_memory() {
+    const CAP: usize = 128;
+    const FLOOD: usize = 2_000;
+    let server = TestServer::start_with(|c| {
+        c.server.header_timeout_secs = 600;
+        c.server.max_connections = CAP;
+    })
+    .await;
+    let public = server.public;
+    let before = rss_kib();
+
+    // The flood: from 40 addresses, so that the per-address share is not what stops it, each
+    // connection with half a request head.
+    let attempts: Vec<_> = (0..FLOOD)
+        .map(|i| {
+            tokio::spawn(async move {
+                let from = [127, 0, 1, 2 + (i % 40) as u8];
+                // Beyond the cap and the accept queue the kernel stops answering SYNs.
+                let mut conn =
+                    tokio::time::timeout(Duration::from_secs(1), connect_from(from, public)).await.ok()?.ok()?;
+                conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.ok()?;
+                Some(conn)
+            })
+        })
+        .collect();
+    let mut flood = Vec::new();
+    for attempt in attempts {
+        flood.extend(attempt.await.unwrap());
+    }
+    assert!(flood.len() > CAP, "the flood opened only {} connections", flood.len());
+    // Give the accept loop a moment to take in all it will, then look.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let accepted = accepted_connections(public.port());
+    let grown_kib = rss_kib().saturating_sub(before);
+    eprintln!("flood: {} connections opened, {accepted} accepted (cap {CAP}), RSS grew {grown_kib} KiB", flood.len());
+    assert!(accepted <= CAP, "{accepted} connections accepted with a cap of {CAP}");
+    assert!(accepted >= CAP / 2, "the flood should have filled the cap: {accepted}");
+    // Bounded: what CAP idle connections cost, not what the flood does (a few KiB each).
+    assert!(grown_kib < 32 * 1024, "memory grew by {grown_kib} KiB under a flood of {}", flood.len());
+
+    // The owner's LAN listener has its own cap and still answers.
+    let health = tokio::time::timeout(
+        Duration::from_secs(30),
+        request(server.admin, Method::GET, "/healthz", &[], bytes::Bytes::new()),
+    )
+    .await
+    .expect("the admin listener did not answer during the flood");
+    assert_eq!(health.status, StatusCode::OK);
+
+    // Once the flood lets go, Twilio is served again.
+    drop(flood);
+    let params = incoming_params("CA7502");
+    let reply = tokio::time::timeout(
+        Duration::from_secs(30),
+        server.post_signed("/api/v1/webhooks/incoming-call", &refs(&params)),
+    )
+    .await
+    .expect("no answer after the flood ended");
+    assert_eq!(reply.status, StatusCode::OK);
 }

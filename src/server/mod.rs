@@ -31,6 +31,8 @@ use crate::twilio::signature::Validator;
 
 /// How long in-flight requests get to finish after shutdown begins.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections the LAN listener serves at once; half of them at most from one address.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 /// Largest request head (request line + headers) accepted.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// How often old calls are pruned.
@@ -158,6 +160,7 @@ impl Server {
         let Self { app, public, admin } = self;
         let tracker = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(app.config.server.max_connections));
+        let per_address = app.config.server.max_connections_per_address;
         let header_timeout = app.config.server.header_timeout();
         crate::media::recover_recordings(&app).await;
 
@@ -167,7 +170,7 @@ impl Server {
             "public",
             public,
             public_tls,
-            limit.clone(),
+            (limit.clone(), per_address),
             header_timeout,
             shutdown.clone(),
             tracker.clone(),
@@ -175,7 +178,7 @@ impl Server {
         ));
         let admin_app = app.clone();
         // The LAN listener has its own small cap so Internet load cannot lock the owner out.
-        let admin_limit = Arc::new(Semaphore::new(64));
+        let admin_limit = (Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS)), ADMIN_MAX_CONNECTIONS / 2);
         tracker.spawn(accept_loop(
             "admin",
             admin,
@@ -212,7 +215,7 @@ async fn accept_loop<F, Fut>(
     name: &'static str,
     listener: TcpListener,
     tls: Option<(TlsAcceptor, Duration)>,
-    limit: Arc<Semaphore>,
+    (limit, per_address): (Arc<Semaphore>, usize),
     header_timeout: Duration,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -221,8 +224,8 @@ async fn accept_loop<F, Fut>(
     F: Fn(hyper::Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = hyper::Response<http::Body>> + Send + 'static,
 {
-    let mut listener = crate::net::CappedListener::new(name, listener, limit);
-    while let Some((permit, stream, peer)) = listener.accept(&shutdown).await {
+    let mut listener = crate::net::CappedListener::new(name, listener, limit, per_address);
+    while let Some((slot, stream, peer)) = listener.accept(&shutdown).await {
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let shutdown = shutdown.clone();
@@ -246,7 +249,7 @@ async fn accept_loop<F, Fut>(
                     Err(_) => log::debug!("{name} connection from {peer}: TLS handshake not done within {timeout:?}"),
                 },
             }
-            drop(permit);
+            drop(slot);
         });
     }
 }

@@ -87,8 +87,9 @@ pub async fn serve(
 ) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let origin: Arc<str> = https_origin.into();
-    let mut listener = crate::net::CappedListener::new("tls: http-01", listener, limit);
-    while let Some((permit, stream, peer)) = listener.accept(&shutdown).await {
+    // A CA validates from a handful of addresses, a few connections each.
+    let mut listener = crate::net::CappedListener::new("tls: http-01", listener, limit, MAX_CONNECTIONS / 4);
+    while let Some((slot, stream, peer)) = listener.accept(&shutdown).await {
         let tokens = tokens.clone();
         let origin = origin.clone();
         tracker.spawn(async move {
@@ -104,7 +105,7 @@ pub async fn serve(
             if let Err(e) = conn.await {
                 log::debug!("tls: http-01 connection from {peer}: {e}");
             }
-            drop(permit);
+            drop(slot);
         });
     }
 }
