@@ -46,14 +46,16 @@ struct Child {
 }
 
 fn spawn_server(dir: &std::path::Path, cpu: Option<&str>) -> Child {
-    let bin = env!("CARGO_BIN_EXE_callbox");
+    // CALLBOX_BENCH_BIN: another build of the box (a profiling build, or a wrapper that runs
+    // one under a profiler) behind the same load.
+    let bin = std::env::var("CALLBOX_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_callbox").to_owned());
     let mut cmd = match cpu {
         Some(cpu) => {
             let mut c = Command::new("taskset");
-            c.args(["-c", cpu, bin]);
+            c.args(["-c", cpu, &bin]);
             c
         }
-        None => Command::new(bin),
+        None => Command::new(&bin),
     };
     let mut child = cmd
         .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir"])

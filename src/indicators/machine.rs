@@ -149,15 +149,20 @@ impl Settings {
 struct Call {
     to: Option<String>,
     arrived: Instant,
-    answered: bool,
     last_event: Instant,
 }
 
-/// The state machine.
+/// The state machine. Each event and each recomputation costs O(log n) in the calls tracked,
+/// not O(n): a burst of calls must not slow down the webhooks that announce it.
 #[derive(Debug)]
 pub struct Machine {
     settings: Settings,
     calls: HashMap<String, Call>,
+    /// Calls neither answered nor past their ring time, by arrival. Entries whose ring time
+    /// has passed are dropped by [`Machine::expire`] and skipped until then.
+    ringing: BTreeSet<(Instant, String)>,
+    /// Every tracked call by its last event, for the lost-callback timeout.
+    by_last_event: BTreeSet<(Instant, String)>,
     ended: VecDeque<String>,
     /// Calls with an unheard voicemail or missed, by CallSid (a call counts once, so a replayed
     /// event cannot count it twice).
@@ -172,6 +177,8 @@ impl Machine {
         Self {
             settings,
             calls: HashMap::new(),
+            ringing: BTreeSet::new(),
+            by_last_event: BTreeSet::new(),
             ended: VecDeque::new(),
             messages: BTreeSet::new(),
             faults: BTreeMap::new(),
@@ -203,11 +210,7 @@ impl Machine {
                     self.track(sid, now, true);
                 }
             },
-            EventSource::StreamStatus => {
-                if let Some(call) = self.calls.get_mut(sid) {
-                    call.last_event = now;
-                }
-            }
+            EventSource::StreamStatus => self.touch(sid, now),
             EventSource::MediaStream => {
                 let detail = |k: &str| event.details.get(k).map(String::as_str);
                 match detail("MediaEvent") {
@@ -215,8 +218,8 @@ impl Machine {
                         self.track(sid, now, true);
                     }
                     Some("answered") => {
-                        if let Some(call) = self.track(sid, now, true) {
-                            call.answered = true;
+                        if self.track(sid, now, true).is_some() {
+                            self.answer(sid);
                         }
                     }
                     Some("stopped") => {
@@ -227,16 +230,12 @@ impl Machine {
                         }
                         if detail("Outcome") == Some("hangup") {
                             self.end(sid);
-                        } else if let Some(call) = self.calls.get_mut(sid) {
-                            call.answered = true;
-                            call.last_event = now;
+                        } else {
+                            self.answer(sid);
+                            self.touch(sid, now);
                         }
                     }
-                    _ => {
-                        if let Some(call) = self.calls.get_mut(sid) {
-                            call.last_event = now;
-                        }
-                    }
+                    _ => self.touch(sid, now),
                 }
             }
         }
@@ -248,14 +247,39 @@ impl Machine {
         if self.ended.iter().any(|s| s == sid) {
             return None;
         }
-        let call =
-            self.calls.entry(sid.to_owned()).or_insert(Call { to: None, arrived: now, answered, last_event: now });
-        call.last_event = now;
-        Some(call)
+        if self.calls.contains_key(sid) {
+            self.touch(sid, now);
+        } else {
+            self.calls.insert(sid.to_owned(), Call { to: None, arrived: now, last_event: now });
+            self.by_last_event.insert((now, sid.to_owned()));
+            if !answered {
+                self.ringing.insert((now, sid.to_owned()));
+            }
+        }
+        self.calls.get_mut(sid)
+    }
+
+    /// Notes an event of a tracked call (it is alive).
+    fn touch(&mut self, sid: &str, now: Instant) {
+        if let Some(call) = self.calls.get_mut(sid) {
+            self.by_last_event.remove(&(call.last_event, sid.to_owned()));
+            call.last_event = now;
+            self.by_last_event.insert((now, sid.to_owned()));
+        }
+    }
+
+    /// The flow took a tracked call: it stops ringing.
+    fn answer(&mut self, sid: &str) {
+        if let Some(call) = self.calls.get(sid) {
+            self.ringing.remove(&(call.arrived, sid.to_owned()));
+        }
     }
 
     fn end(&mut self, sid: &str) {
-        self.calls.remove(sid);
+        if let Some(call) = self.calls.remove(sid) {
+            self.ringing.remove(&(call.arrived, sid.to_owned()));
+            self.by_last_event.remove(&(call.last_event, sid.to_owned()));
+        }
         if !self.ended.iter().any(|s| s == sid) {
             if self.ended.len() == ENDED_MEMORY {
                 self.ended.pop_front();
@@ -283,35 +307,32 @@ impl Machine {
     }
 
     /// Forgets calls whose final callback never came.
+    /// Forgets calls whose final callback never came, and stops the ring of calls past their
+    /// ring time.
     pub fn expire(&mut self, now: Instant) {
         let timeout = self.settings.call_timeout;
-        let lost: Vec<String> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| now.saturating_duration_since(c.last_event) >= timeout)
-            .map(|(sid, _)| sid.clone())
-            .collect();
-        for sid in lost {
+        while let Some((last_event, sid)) = self.by_last_event.first()
+            && now.saturating_duration_since(*last_event) >= timeout
+        {
+            let sid = sid.clone();
             log::warn!(call_sid = sid.as_str(); "call {sid} had no event for {timeout:?}; taking it as ended (lost final callback)");
             self.end(&sid);
+        }
+        while self.ringing.first().is_some_and(|(arrived, _)| !self.rings_at(*arrived, now)) {
+            self.ringing.pop_first();
         }
     }
 
     /// The earliest moment after `now` at which the output may change without new input.
     pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        self.calls
-            .values()
-            .flat_map(|c| {
-                let ring_end = (!c.answered).then_some(c.arrived + self.settings.max_ring);
-                [ring_end, Some(c.last_event + self.settings.call_timeout)]
-            })
-            .flatten()
-            .filter(|t| *t > now)
-            .min()
+        let ring_end = self.ringing.iter().map(|(arrived, _)| *arrived + self.settings.max_ring).find(|t| *t > now);
+        let lost = self.by_last_event.iter().map(|(last, _)| *last + self.settings.call_timeout).find(|t| *t > now);
+        ring_end.into_iter().chain(lost).min()
     }
 
-    fn is_incoming(&self, call: &Call, now: Instant) -> bool {
-        !call.answered && now.saturating_duration_since(call.arrived) < self.settings.max_ring
+    /// Whether a call that arrived at `arrived` and is not answered still rings at `now`.
+    fn rings_at(&self, arrived: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(arrived) < self.settings.max_ring
     }
 
     /// True when `wall` falls in quiet hours in the shop's time zone.
@@ -345,21 +366,22 @@ impl Machine {
             }
             None => {}
         }
-        let incoming: Vec<(&String, &Call)> =
-            self.calls.iter().filter(|(_, c)| self.is_incoming(c, now.mono)).collect();
-        let active_calls = self.calls.len() - incoming.len();
+        // Entries past their ring time sit at the front until `expire` drops them.
+        let stale = self.ringing.iter().take_while(|(arrived, _)| !self.rings_at(*arrived, now.mono)).count();
+        let incoming_calls = self.ringing.len() - stale;
+        let active_calls = self.calls.len() - incoming_calls;
         let quiet_hours = self.is_quiet(now.wall);
-        let ring = if quiet_hours {
+        let ring = if quiet_hours || incoming_calls == 0 {
             None
         } else {
             // The newest arrival picks the tone: it is the call the shop has not heard yet.
-            incoming.iter().max_by_key(|(sid, c)| (c.arrived, *sid)).map(|(_, c)| Ring { to: c.to.clone() })
+            self.ringing.last().and_then(|(_, sid)| self.calls.get(sid)).map(|c| Ring { to: c.to.clone() })
         };
         let mut lit = BTreeSet::new();
         if !faults.is_empty() {
             lit.insert(IndicatorState::Fault);
         }
-        if !incoming.is_empty() {
+        if incoming_calls > 0 {
             lit.insert(IndicatorState::Incoming);
         }
         if active_calls > 0 {
@@ -375,7 +397,7 @@ impl Machine {
         Output {
             state: lit.first().copied().unwrap_or(IndicatorState::Ready),
             lit,
-            incoming_calls: incoming.len(),
+            incoming_calls,
             active_calls,
             messages_waiting: u32::try_from(self.messages.len()).unwrap_or(u32::MAX),
             faults,
@@ -501,6 +523,52 @@ mod tests {
         m.on_event(&incoming("CA1"), t0 + Duration::from_secs(700));
         m.on_event(&status("CA1", CallStatus::Completed), t0 + Duration::from_secs(700));
         assert_eq!(m.output(at(t0, 700)).state, IndicatorState::Ready);
+    }
+
+    #[test]
+    fn thousands_of_overlapping_calls_keep_exact_counts_through_ring_ends_answers_and_timeouts() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(settings());
+        // 3,000 calls, one a second; every third answered when it arrives; every fifth ends.
+        for i in 0..3_000u64 {
+            let sid = format!("CA{i}");
+            let now = t0 + Duration::from_secs(i);
+            m.on_event(&incoming(&sid), now);
+            if i % 3 == 0 {
+                m.on_event(&media(&sid, &[("MediaEvent", "answered")]), now);
+            }
+            if i % 5 == 0 {
+                m.on_event(&status(&sid, CallStatus::Completed), now);
+            }
+        }
+        let end = 2_999;
+        // A naive model of the same rules, for comparison.
+        let model = |now: u64| {
+            let alive = |i: u64| i % 5 != 0 && now - i < 600;
+            let ringing = |i: u64| alive(i) && i % 3 != 0 && now - i < 20;
+            let incoming = (0..=end).filter(|i| ringing(*i)).count();
+            let tracked = (0..=end).filter(|i| alive(*i)).count();
+            (incoming, tracked - incoming)
+        };
+        for now in [end, end + 10, end + 25, end + 300, end + 601] {
+            m.expire(t0 + Duration::from_secs(now));
+            let out = m.output(at(t0, now));
+            assert_eq!((out.incoming_calls, out.active_calls), model(now), "at {now} s");
+            if now == end + 10 {
+                // The oldest call alive (2,411) times out at 3,011, a second before the oldest
+                // one ringing (2,992: 2,990 ended, 2,991 was answered) stops ringing.
+                assert_eq!(m.next_deadline(t0 + Duration::from_secs(now)), Some(t0 + Duration::from_secs(2_411 + 600)));
+                assert_eq!(
+                    m.next_deadline(t0 + Duration::from_secs(3_011)),
+                    Some(t0 + Duration::from_secs(2_992 + 20))
+                );
+            }
+            if now == end + 300 {
+                // Nothing rings; the oldest call still alive (2,701) times out next.
+                assert_eq!(m.next_deadline(t0 + Duration::from_secs(now)), Some(t0 + Duration::from_secs(2_701 + 600)));
+            }
+        }
+        assert_eq!(m.next_deadline(t0 + Duration::from_secs(end + 601)), None, "every call timed out");
     }
 
     #[test]
