@@ -534,18 +534,18 @@ mod tests {
             let sid = format!("CA{i}");
             let now = t0 + Duration::from_secs(i);
             m.on_event(&incoming(&sid), now);
-            if i % 3 == 0 {
+            if i.is_multiple_of(3) {
                 m.on_event(&media(&sid, &[("MediaEvent", "answered")]), now);
             }
-            if i % 5 == 0 {
+            if i.is_multiple_of(5) {
                 m.on_event(&status(&sid, CallStatus::Completed), now);
             }
         }
         let end = 2_999;
         // A naive model of the same rules, for comparison.
         let model = |now: u64| {
-            let alive = |i: u64| i % 5 != 0 && now - i < 600;
-            let ringing = |i: u64| alive(i) && i % 3 != 0 && now - i < 20;
+            let alive = |i: u64| !i.is_multiple_of(5) && now - i < 600;
+            let ringing = |i: u64| alive(i) && !i.is_multiple_of(3) && now - i < 20;
             let incoming = (0..=end).filter(|i| ringing(*i)).count();
             let tracked = (0..=end).filter(|i| alive(*i)).count();
             (incoming, tracked - incoming)
