@@ -89,7 +89,11 @@ impl Driver {
             let now = Now::current();
             if now.mono >= next_store_check {
                 let failed = self.app.store_failed.load(Ordering::Relaxed);
-                self.machine.set_fault(FaultSource::Store, failed.then(|| "the call log could not be written".into()));
+                let why = || {
+                    let detail = self.app.store.fault().map(|e| format!(": {e}")).unwrap_or_default();
+                    format!("the call log could not be written{detail}")
+                };
+                self.machine.set_fault(FaultSource::Store, failed.then(why));
                 next_store_check = now.mono + STORE_CHECK;
             }
             if now.mono >= next_disk_check {

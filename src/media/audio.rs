@@ -27,6 +27,9 @@ const PARTIAL_SUFFIX: &str = ".partial";
 const CHECKPOINT_SAMPLES: u64 = SAMPLE_RATE as u64;
 /// Size of the header hound writes for 16-bit mono PCM: RIFF + fmt (16) + data chunk header.
 const PCM_HEADER_BYTES: u64 = 44;
+/// Free space a recording leaves to the call log: a voicemail is refused rather than let it
+/// take the space call records need (a record is a few KiB; sled grows in 512 KiB segments).
+pub const CALL_LOG_RESERVE_BYTES: u64 = 4 * 1024 * 1024;
 
 const BIAS: i32 = 0x84;
 const CLIP: i32 = 32635;
@@ -172,6 +175,29 @@ fn wav_spec() -> hound::WavSpec {
 /// the network).
 fn file_safe(s: &str) -> String {
     s.chars().filter(char::is_ascii_alphanumeric).take(64).collect()
+}
+
+/// Refuses a recording (with an error that says why) unless the file system of `storage_dir`
+/// has room for one of `max_secs` and still leaves [`CALL_LOG_RESERVE_BYTES`] to the call log.
+pub fn ensure_room(storage_dir: &Path, max_secs: u32) -> io::Result<()> {
+    let stat = rustix::fs::statvfs(storage_dir).map_err(io::Error::from)?;
+    let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+    let recording = PCM_HEADER_BYTES + u64::from(max_secs) * u64::from(SAMPLE_RATE) * 2;
+    let needed = recording + CALL_LOG_RESERVE_BYTES;
+    if free >= needed {
+        return Ok(());
+    }
+    const KIB: u64 = 1024;
+    Err(io::Error::new(
+        io::ErrorKind::StorageFull,
+        format!(
+            "disk nearly full: {} KiB free in {}, a recording needs {} KiB and {} KiB are kept for the call log",
+            free / KIB,
+            storage_dir.display(),
+            recording / KIB,
+            CALL_LOG_RESERVE_BYTES / KIB
+        ),
+    ))
 }
 
 impl Recording {

@@ -294,6 +294,9 @@ impl Session {
 
     async fn start_recording(&mut self) -> Result<(), End> {
         let call_sid = self.call_sid.clone().unwrap_or_default();
+        let storage = &self.app.config.storage.dir;
+        super::audio::ensure_room(storage, self.app.config.media.max_recording_secs)
+            .map_err(|e| End::Failed(format!("not recording: {e}")))?;
         let recording = Recording::create(&self.app.config.storage.dir, &call_sid, &self.info.stream_sid)
             .map_err(|e| End::Failed(format!("cannot create the recording: {e}")))?;
         log::info!(call_sid = call_sid.as_str(); "call {call_sid}: recording to {}", recording.relative_path());

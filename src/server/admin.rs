@@ -208,6 +208,7 @@ fn health(app: &App) -> Response<Body> {
             "uptime_secs": app.started.elapsed().as_secs(),
             "calls": app.store.count(),
             "store_bytes": size,
+            "store_error": app.store.fault(),
             "public_url": app.config.public_url.origin(),
             "tls": &*app.tls.status().borrow(),
             "tls_fault": app.tls.status().borrow().fault(jiff::Timestamp::now()),

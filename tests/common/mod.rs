@@ -377,6 +377,17 @@ impl TwilioClient {
     pub async fn post_signed(&self, target: &str, params: &[(&str, &str)]) -> Reply {
         self.try_post_signed(target, params).await.unwrap()
     }
+
+    /// Opens the media stream as Twilio does (the upgrade signed over the `wss://` URL).
+    pub async fn ws_connect(&self) -> Ws {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let signed = format!("wss://127.0.0.1:{}{MEDIA_PATH}", self.public.port());
+        let mut req = format!("ws://{}{MEDIA_PATH}", self.public).into_client_request().unwrap();
+        let sig = signature::compute(&self.auth_token, &signed, &[]);
+        req.headers_mut().insert("x-twilio-signature", sig.parse().unwrap());
+        let tcp: Box<dyn Io> = Box::new(TcpStream::connect(self.public).await.unwrap());
+        tokio_tungstenite::client_async(req, tcp).await.map(|(ws, _)| ws).unwrap()
+    }
 }
 
 /// A `hyper::Error` for "connection refused" (hyper has no public constructor).
@@ -414,10 +425,22 @@ pub struct BinServer {
 impl BinServer {
     /// Starts `callbox serve --dev` on `data_dir` and waits until it prints its addresses.
     pub fn spawn_dev(data_dir: &std::path::Path) -> Self {
-        use std::io::BufRead;
         let program = box_program();
-        let mut child = std::process::Command::new(&program[0])
-            .args(&program[1..])
+        let mut command = std::process::Command::new(&program[0]);
+        command.args(&program[1..]);
+        Self::spawn_dev_with(command, data_dir)
+    }
+
+    /// Starts `callbox serve --dev` inside `ns` (its tmpfs is mounted only there); `data_dir`
+    /// is the path as the box sees it.
+    pub fn spawn_dev_in(ns: &TmpfsNamespace, data_dir: &std::path::Path) -> Self {
+        Self::spawn_dev_with(ns.command(&box_program()), data_dir)
+    }
+
+    /// Runs `command` (the box program) with `serve --dev` arguments on `data_dir`.
+    fn spawn_dev_with(mut command: std::process::Command, data_dir: &std::path::Path) -> Self {
+        use std::io::BufRead;
+        let mut child = command
             .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .env_remove("CALLBOX_TWILIO_AUTH_TOKEN")
@@ -492,6 +515,61 @@ impl Drop for BinServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A private mount namespace with a small tmpfs, kept alive by a holder process so that a box
+/// can be stopped and started again on the same (small) file system. Needs root and
+/// util-linux (`unshare`, `nsenter`). The host never sees the mount: the test reaches it
+/// through the holder's `/proc/<pid>/root`.
+pub struct TmpfsNamespace {
+    holder: std::process::Child,
+    mount: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TmpfsNamespace {
+    /// Mounts a tmpfs of `size` (e.g. `16m`) in a new mount namespace.
+    pub fn new(size: &str) -> Self {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let mount = dir.path().join("mnt");
+        std::fs::create_dir(&mount).unwrap();
+        let script = r#"mount -t tmpfs -o size="$1",mode=0700 tmpfs "$2" && echo mounted && exec sleep 100000"#;
+        let mut holder = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", script, "sh", size])
+            .arg(&mount)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("unshare (util-linux) as root");
+        let mut line = String::new();
+        std::io::BufReader::new(holder.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "mounted", "mounting the tmpfs failed");
+        Self { holder, mount, _dir: dir }
+    }
+
+    /// The tmpfs as processes in the namespace see it.
+    pub fn inside(&self) -> &std::path::Path {
+        &self.mount
+    }
+
+    /// The tmpfs as this process reaches it (through the holder's root).
+    pub fn outside(&self) -> std::path::PathBuf {
+        std::path::PathBuf::from(format!("/proc/{}/root{}", self.holder.id(), self.mount.display()))
+    }
+
+    /// `program` run inside the namespace (nsenter execs it: the child's pid is the program's).
+    pub fn command(&self, program: &[String]) -> std::process::Command {
+        let mut command = std::process::Command::new("nsenter");
+        command.arg(format!("--mount=/proc/{}/ns/mnt", self.holder.id())).arg("--").args(program);
+        command
+    }
+}
+
+impl Drop for TmpfsNamespace {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
     }
 }
 
