@@ -148,6 +148,13 @@ async fn connection(addr: SocketAddr, requests: Vec<(String, Bytes)>, until: Ins
     (latencies, errors)
 }
 
+/// Resident memory of `pid` in KiB (the server when run directly, a wrapper when not).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("VmRSS: 0 kB");
+    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
@@ -156,6 +163,8 @@ fn main() {
     let a = args();
     let dir = tempfile::tempdir().unwrap();
     let server = spawn_server(dir.path(), a.server_cpu.as_deref());
+    std::thread::sleep(Duration::from_millis(500));
+    let idle_rss = rss_kib(server.child.id());
     // Generous headroom: at most 60,000 requests/s per run.
     let per_conn = (60_000 * a.seconds as usize) / a.connections + 1;
     let batches: Vec<Vec<(String, Bytes)>> =
@@ -192,6 +201,7 @@ fn main() {
         let body = tx.send_request(req).await.unwrap().into_body().collect().await.unwrap().to_bytes();
         serde_json::from_slice::<serde_json::Value>(&body).unwrap()["calls"].as_u64().unwrap()
     });
+    let loaded_rss = rss_kib(server.child.id());
     let mut child = server.child;
     let _ = child.kill();
     let _ = child.wait();
@@ -215,5 +225,9 @@ fn main() {
         sorted.last().map_or(0.0, |d| d.as_secs_f64() * 1e3)
     );
     println!("calls in the log after the run: {stored} (answered: {})", n - errors);
+    println!(
+        "server RSS: {idle_rss} KiB idle, {loaded_rss} KiB after the run ({:.2} KiB per stored call, sled's cache included)",
+        (loaded_rss.saturating_sub(idle_rss)) as f64 / (stored.max(1)) as f64
+    );
     assert_eq!(stored as usize, n - errors, "every answered call must be stored");
 }
