@@ -13,11 +13,8 @@ use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
+mod support;
+use support::rss_kib;
 
 fn main() {
     let runs: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(20);
@@ -25,35 +22,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
 
     // An existing certificate, as on every start but the very first.
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["shop.example.com".to_owned()]).unwrap().self_signed(&key).unwrap();
-    let (cert_file, key_file) = (dir.path().join("fullchain.pem"), dir.path().join("privkey.pem"));
-    std::fs::write(&cert_file, cert.pem()).unwrap();
-    std::fs::write(&key_file, key.serialize_pem()).unwrap();
-    let config = dir.path().join("callbox.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"public_url = "https://shop.example.com"
-[admin]
-token = "bench-admin-token-0123456789"
-[twilio]
-auth_token = "bench-auth-token-0123456789"
-[storage]
-dir = "{}"
-[tls]
-mode = "files"
-cert_file = "{}"
-key_file = "{}"
-[log]
-level = "warn"
-"#,
-            dir.path().join("data").display(),
-            cert_file.display(),
-            key_file.display()
-        ),
-    )
-    .unwrap();
+    let (config, _) = support::tls_box(dir.path());
 
     let mut starts = Vec::new();
     let mut idle = Vec::new();

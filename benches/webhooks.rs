@@ -1,36 +1,44 @@
 //! Webhook throughput and latency: signed incoming-call requests over keep-alive HTTP/1.1,
 //! every one a distinct call that must be on disk before its TwiML answer.
 //!
-//!   cargo bench --bench webhooks -- [--connections 50] [--seconds 10] [--server-cpu 0]
+//!   cargo bench --bench webhooks -- [--connections 50] [--seconds 10] [--server-cpu 0] [--tls]
 //!
-//! The release `callbox serve --dev` runs as a child pinned to one core (`taskset`), this
-//! load generator on one thread of its own; figures are printed with the command line.
+//! The release `callbox serve` runs as a child pinned to one core (`taskset`), this load
+//! generator on one thread of its own; figures are printed with the command line. Plain HTTP
+//! uses `serve --dev`; `--tls` a TLS `files` box with an existing certificate, over which every
+//! connection does one full handshake and then keeps alive.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
+mod support;
+use support::rss_kib;
+
 struct Args {
     connections: usize,
     seconds: u64,
     server_cpu: Option<String>,
+    tls: bool,
 }
 
 fn args() -> Args {
-    let mut a = Args { connections: 50, seconds: 10, server_cpu: Some("0".into()) };
+    let mut a = Args { connections: 50, seconds: 10, server_cpu: Some("0".into()), tls: false };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         match flag.as_str() {
             "--connections" => a.connections = it.next().and_then(|v| v.parse().ok()).expect("--connections N"),
             "--seconds" => a.seconds = it.next().and_then(|v| v.parse().ok()).expect("--seconds N"),
             "--server-cpu" => a.server_cpu = it.next().filter(|v| v != "none"),
+            "--tls" => a.tls = true,
             _ => {} // cargo bench passes --bench
         }
     }
@@ -43,9 +51,13 @@ struct Child {
     admin: SocketAddr,
     auth: String,
     admin_token: String,
+    /// What Twilio signs: the public_url's origin.
+    origin: String,
+    /// The client side of TLS, when the box serves it.
+    tls: Option<tokio_rustls::TlsConnector>,
 }
 
-fn spawn_server(dir: &std::path::Path, cpu: Option<&str>) -> Child {
+fn spawn_server(dir: &std::path::Path, cpu: Option<&str>, tls: bool) -> Child {
     // CALLBOX_BENCH_BIN: another build of the box (a profiling build, or a wrapper that runs
     // one under a profiler) behind the same load.
     let bin = std::env::var("CALLBOX_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_callbox").to_owned());
@@ -57,9 +69,23 @@ fn spawn_server(dir: &std::path::Path, cpu: Option<&str>) -> Child {
         }
         None => Command::new(&bin),
     };
+    let mut connector = None;
+    if tls {
+        let (config, cert) = support::tls_box(dir);
+        cmd.args(["serve", "--config"]).arg(config);
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.into()).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        connector = Some(tokio_rustls::TlsConnector::from(Arc::new(client)));
+    } else {
+        cmd.args(["serve", "--dev", "--data-dir"]).arg(dir);
+    }
     let mut child = cmd
-        .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "error")
         .env_remove("CALLBOX_TWILIO_AUTH_TOKEN")
         .env_remove("CALLBOX_ADMIN_TOKEN")
@@ -68,9 +94,13 @@ fn spawn_server(dir: &std::path::Path, cpu: Option<&str>) -> Child {
         .expect("start callbox");
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut public, mut admin, mut auth, mut admin_token) = (None, None, None, None);
-    while admin_token.is_none() {
+    if tls {
+        (auth, admin_token) = (Some(support::AUTH_TOKEN.to_owned()), Some(support::ADMIN_TOKEN.to_owned()));
+    }
+    while public.is_none() || admin.is_none() || admin_token.is_none() {
         let line = lines.next().unwrap().unwrap();
-        let last = line.rsplit(' ').next().unwrap().trim_start_matches("http://").to_owned();
+        let last =
+            line.rsplit(' ').next().unwrap().trim_start_matches("http://").trim_start_matches("https://").to_owned();
         if line.contains("public listener") {
             public = Some(last.parse().unwrap());
         } else if line.contains("admin listener") {
@@ -82,18 +112,23 @@ fn spawn_server(dir: &std::path::Path, cpu: Option<&str>) -> Child {
         }
     }
     std::thread::spawn(move || for _ in lines {});
+    let public: SocketAddr = public.unwrap();
+    let origin =
+        if tls { format!("https://{}", support::DOMAIN) } else { format!("http://127.0.0.1:{}", public.port()) };
     Child {
         child,
-        public: public.unwrap(),
+        public,
         admin: admin.unwrap(),
         auth: auth.unwrap(),
         admin_token: admin_token.unwrap(),
+        origin,
+        tls: connector,
     }
 }
 
 /// Pre-signs `n` distinct incoming calls so the load loop does no HMAC of its own.
 fn signed_requests(server: &Child, conn: usize, n: usize) -> Vec<(String, Bytes)> {
-    let url = format!("http://127.0.0.1:{}/api/v1/webhooks/incoming-call", server.public.port());
+    let url = format!("{}/api/v1/webhooks/incoming-call", server.origin);
     (0..n)
         .map(|i| {
             let sid = format!("CA{conn:04}{i:028}");
@@ -119,11 +154,28 @@ fn signed_requests(server: &Child, conn: usize, n: usize) -> Vec<(String, Bytes)
         .collect()
 }
 
-async fn connection(addr: SocketAddr, requests: Vec<(String, Bytes)>, until: Instant) -> (Vec<Duration>, usize) {
+async fn connection(
+    addr: SocketAddr,
+    tls: Option<tokio_rustls::TlsConnector>,
+    requests: Vec<(String, Bytes)>,
+    until: Instant,
+) -> (Vec<Duration>, usize) {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(conn);
+    let mut tx = match tls {
+        None => {
+            let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+            tokio::spawn(conn);
+            tx
+        }
+        Some(connector) => {
+            let name = rustls::pki_types::ServerName::try_from(support::DOMAIN).unwrap();
+            let stream = connector.connect(name, stream).await.unwrap();
+            let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+            tokio::spawn(conn);
+            tx
+        }
+    };
     let mut latencies = Vec::with_capacity(requests.len());
     let mut errors = 0;
     for (sig, body) in requests {
@@ -131,7 +183,7 @@ async fn connection(addr: SocketAddr, requests: Vec<(String, Bytes)>, until: Ins
             break;
         }
         let req = http::Request::post("/api/v1/webhooks/incoming-call")
-            .header("host", addr.to_string())
+            .header("host", support::DOMAIN)
             .header("content-type", "application/x-www-form-urlencoded")
             .header("x-twilio-signature", sig)
             .body(Full::new(body))
@@ -148,13 +200,6 @@ async fn connection(addr: SocketAddr, requests: Vec<(String, Bytes)>, until: Ins
     (latencies, errors)
 }
 
-/// Resident memory of `pid` in KiB (the server when run directly, a wrapper when not).
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("VmRSS: 0 kB");
-    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
@@ -162,7 +207,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn main() {
     let a = args();
     let dir = tempfile::tempdir().unwrap();
-    let server = spawn_server(dir.path(), a.server_cpu.as_deref());
+    let server = spawn_server(dir.path(), a.server_cpu.as_deref(), a.tls);
     std::thread::sleep(Duration::from_millis(500));
     let idle_rss = rss_kib(server.child.id());
     // Generous headroom: at most 60,000 requests/s per run.
@@ -174,7 +219,10 @@ fn main() {
     let (latencies, errors, elapsed) = rt.block_on(async {
         let start = Instant::now();
         let until = start + Duration::from_secs(a.seconds);
-        let tasks: Vec<_> = batches.into_iter().map(|b| tokio::spawn(connection(server.public, b, until))).collect();
+        let tasks: Vec<_> = batches
+            .into_iter()
+            .map(|b| tokio::spawn(connection(server.public, server.tls.clone(), b, until)))
+            .collect();
         let mut all = Vec::new();
         let mut errors = 0;
         for t in tasks {
@@ -207,10 +255,11 @@ fn main() {
     let _ = child.wait();
 
     println!(
-        "command: cargo bench --bench webhooks -- --connections {} --seconds {} --server-cpu {}",
+        "command: cargo bench --bench webhooks -- --connections {} --seconds {} --server-cpu {}{}",
         a.connections,
         a.seconds,
-        a.server_cpu.as_deref().unwrap_or("none")
+        a.server_cpu.as_deref().unwrap_or("none"),
+        if a.tls { " --tls" } else { "" }
     );
     println!(
         "signed incoming-call requests: {n} in {:.2} s = {:.0} req/s ({} non-200)",
