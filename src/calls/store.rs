@@ -589,3 +589,48 @@ impl Drop for Inner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calls::{CallStatus, EventSource};
+
+    fn incoming(sid: &str) -> CallEvent {
+        CallEvent {
+            call_sid: sid.into(),
+            source: EventSource::IncomingCall,
+            status: Some(CallStatus::Ringing),
+            sequence: None,
+            twilio_timestamp: None,
+            received_at: Timestamp::now(),
+            from: Some("+15035550123".into()),
+            to: Some("+15035550100".into()),
+            direction: Some("inbound".into()),
+            duration_secs: None,
+            dedupe_key: "incoming".into(),
+            details: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn index_entries_left_by_a_crash_between_writes_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let first_seen = store.record(incoming("CA1")).await.unwrap().record.first_seen;
+        {
+            let guard = store.inner.shared.db.read().unwrap();
+            let db = guard.as_ref().unwrap();
+            // The index of a call whose record never made it, and the old index of a call
+            // whose first_seen moved (the removal never made it).
+            db.insert(time_key(first_seen, "CA2"), &[] as &[u8]).unwrap();
+            let earlier = first_seen.checked_sub(jiff::SignedDuration::from_secs(60)).unwrap();
+            db.insert(time_key(earlier, "CA1"), &[] as &[u8]).unwrap();
+        }
+        let listed: Vec<String> = store.list(10, None).unwrap().into_iter().map(|r| r.call_sid).collect();
+        assert_eq!(listed, ["CA1"]);
+        let day = jiff::SignedDuration::from_hours(24);
+        let range = store.between(first_seen.checked_sub(day).unwrap(), first_seen.checked_add(day).unwrap()).unwrap();
+        assert_eq!(range.len(), 1);
+        assert_eq!(store.count(), 1);
+    }
+}
