@@ -1,0 +1,6 @@
+//! Fuzzes callbox through `callbox_fuzz::media_json`; see fuzz/checks.rs for what it checks.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    callbox_fuzz::media_json(data);
+});
