@@ -85,7 +85,11 @@ async fn stream(server: Arc<(String, String)>, n: usize, seconds: u64, frames: A
     let sig = callbox::twilio::signature::compute(token, &signed, &[]);
     let mut req = format!("ws://{host}/api/v1/voice/media-stream").into_client_request().unwrap();
     req.headers_mut().insert("x-twilio-signature", sig.parse().unwrap());
-    let tcp = tokio::net::TcpStream::connect(host).await.unwrap();
+    // From eight loopback addresses, like Twilio's several media servers: the box allows one
+    // address `server.max_connections_per_address` (128) connections at most.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1 + (n % 8) as u8], 0))).unwrap();
+    let tcp = socket.connect(host.parse().unwrap()).await.unwrap();
     let (mut ws, _) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
     let call = format!("CA{n:032x}");
     let sid = format!("MZ{n:032x}");
