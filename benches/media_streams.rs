@@ -35,7 +35,9 @@ impl Drop for Server {
 
 fn start_server() -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
+    // CALLBOX_BENCH_BIN: another build of the box (e.g. a symbolized one to profile).
+    let bin = std::env::var("CALLBOX_BENCH_BIN").unwrap_or_else(|_| BIN.to_owned());
+    let mut child = Command::new(bin)
         .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
         .env("RUST_LOG", "warn")
