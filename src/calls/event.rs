@@ -178,6 +178,31 @@ pub fn parse_twilio_time(s: &str) -> Option<Timestamp> {
     s.parse::<Timestamp>().ok()
 }
 
+/// A call event for unit tests elsewhere in the crate: an inbound call from +15035550123 to
+/// +15035550100, received now, with a dedupe key that differs by source and details.
+#[cfg(test)]
+pub(crate) fn test_event(
+    sid: &str,
+    source: EventSource,
+    status: Option<CallStatus>,
+    details: &[(&str, &str)],
+) -> CallEvent {
+    CallEvent {
+        call_sid: sid.into(),
+        source,
+        status,
+        sequence: None,
+        twilio_timestamp: None,
+        received_at: Timestamp::now(),
+        from: Some("+15035550123".into()),
+        to: Some("+15035550100".into()),
+        direction: Some("inbound".into()),
+        duration_secs: None,
+        dedupe_key: format!("{source:?}{details:?}"),
+        details: details.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -593,23 +593,11 @@ impl Drop for Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::calls::event::test_event;
     use crate::calls::{CallStatus, EventSource};
 
     fn incoming(sid: &str) -> CallEvent {
-        CallEvent {
-            call_sid: sid.into(),
-            source: EventSource::IncomingCall,
-            status: Some(CallStatus::Ringing),
-            sequence: None,
-            twilio_timestamp: None,
-            received_at: Timestamp::now(),
-            from: Some("+15035550123".into()),
-            to: Some("+15035550100".into()),
-            direction: Some("inbound".into()),
-            duration_secs: None,
-            dedupe_key: "incoming".into(),
-            details: Default::default(),
-        }
+        test_event(sid, EventSource::IncomingCall, Some(CallStatus::Ringing), &[])
     }
 
     #[tokio::test]

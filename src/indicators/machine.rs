@@ -409,10 +409,9 @@ impl Machine {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
     use crate::calls::CallStatus;
+    use crate::calls::event::test_event as event;
 
     fn settings() -> Settings {
         Settings {
@@ -420,23 +419,6 @@ mod tests {
             call_timeout: Duration::from_secs(600),
             quiet_hours: None,
             time_zone: TimeZone::UTC,
-        }
-    }
-
-    fn event(sid: &str, source: EventSource, status: Option<CallStatus>, details: &[(&str, &str)]) -> CallEvent {
-        CallEvent {
-            call_sid: sid.into(),
-            source,
-            status,
-            sequence: None,
-            twilio_timestamp: None,
-            received_at: Timestamp::UNIX_EPOCH,
-            from: Some("+15035550123".into()),
-            to: Some("+15035550100".into()),
-            direction: Some("inbound".into()),
-            duration_secs: None,
-            dedupe_key: String::new(),
-            details: details.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
         }
     }
 

@@ -245,6 +245,7 @@ impl Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::calls::event::test_event as event;
     use crate::calls::{CallEvent, CallRecord, CallStatus, EventSource, Store};
     use crate::config::{Config, LedConfig, LedPatternKind, Secret};
     use crate::indicators::machine::IndicatorState;
@@ -274,23 +275,6 @@ mod tests {
         ind.disk_min_free_mb = 0;
         let store = Store::open(dir).unwrap();
         Arc::new(App::new(config, store))
-    }
-
-    fn event(sid: &str, source: EventSource, status: Option<CallStatus>, details: &[(&str, &str)]) -> CallEvent {
-        CallEvent {
-            call_sid: sid.into(),
-            source,
-            status,
-            sequence: None,
-            twilio_timestamp: None,
-            received_at: Timestamp::now(),
-            from: Some("+15035550123".into()),
-            to: Some("+15035550100".into()),
-            direction: Some("inbound".into()),
-            duration_secs: None,
-            dedupe_key: format!("{source:?}{details:?}"),
-            details: details.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        }
     }
 
     fn publish(app: &App, event: CallEvent) {
