@@ -41,6 +41,8 @@ const STRIPES: usize = 64;
 /// Least time between two attempts to reopen the database after a write failed: a disk that
 /// stays full must not have it reopened for every request.
 pub const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
+/// How long [`Store::open`] waits for a lock that sled has not yet let go of.
+const LOCK_WAIT: Duration = Duration::from_secs(1);
 /// Free space below which a reopen is not tried: it would fail (sled writes on open), or
 /// succeed only to fail again at the next write. Two sled segments.
 const REOPEN_MIN_FREE: u64 = 1024 * 1024;
@@ -182,7 +184,17 @@ impl Store {
     /// Opens (or creates) the call log in `dir`, recovering from any crash on the way.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join("calls.sled");
-        let db = open_db(&path)?;
+        // sled lets go of its file lock only once its IO threads have finished the last
+        // writes of a database just closed in this process (a restart in a test, a CLI right
+        // after the service's store): wait briefly for that rather than fail. Another process
+        // holding the store still gets `Locked`, a moment later.
+        let deadline = Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match open_db(&path) {
+                Err(StoreError::Locked(_)) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
+                result => break result?,
+            }
+        };
         let shared = Arc::new(Shared {
             db: RwLock::new(Some(db)),
             generation: AtomicU64::new(0),
