@@ -27,13 +27,14 @@ pub fn parts(data: &[u8]) -> Option<Vec<&str>> {
     data.split(|b| *b == SEP).map(|p| std::str::from_utf8(p).ok()).collect()
 }
 
-/// `form`: `[idempotency-token 0xFF] body`. The body is decoded as a webhook form; decoding
+/// `form`: `[idempotency-token 0xFF] body` (the token part is ignored now that callbacks are
+/// known by their signed fields; it stays so that the kept corpus still reads). The body is decoded as a webhook form; decoding
 /// is consistent with a standard encoder; whatever the webhooks make of the fields is a valid
 /// event, and the call record built from it survives the store's serialisation unchanged.
 pub fn form(data: &[u8]) -> bool {
-    let (token, body) = match data.iter().position(|b| *b == SEP) {
-        Some(i) => (std::str::from_utf8(&data[..i]).ok(), &data[i + 1..]),
-        None => (None, data),
+    let body = match data.iter().position(|b| *b == SEP) {
+        Some(i) => &data[i + 1..],
+        None => data,
     };
     let Ok(fields) = form::parse(body) else { return false };
     assert!(fields.len() <= form::MAX_FIELDS, "more fields than the documented limit");
@@ -48,7 +49,7 @@ pub fn form(data: &[u8]) -> bool {
     let sent = |name: &str| form::get(&fields, name).filter(|v| !v.is_empty());
     let events = [
         webhook::incoming_call(&fields, now),
-        webhook::status_callback(&fields, token, now),
+        webhook::status_callback(&fields, now),
         webhook::stream_status(&fields, now),
     ];
     let mut any = false;

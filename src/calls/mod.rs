@@ -4,6 +4,7 @@
 pub mod bus;
 pub mod event;
 pub mod export;
+mod journal;
 pub mod record;
 pub mod store;
 

@@ -31,6 +31,9 @@ pub struct CallRecord {
     pub duration_secs: Option<u64>,
     /// Every distinct event, in the order they happened.
     pub events: Vec<CallEvent>,
+    /// Events that arrived after the timeline was full ([`MAX_EVENTS`]): counted, not kept.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub events_dropped: u64,
     /// The call's media stream, once one was opened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<StreamInfo>,
@@ -81,6 +84,15 @@ pub struct RecordingInfo {
     pub bytes: u64,
 }
 
+/// Most events kept on one call's timeline. A real call has a dozen or so; the cap keeps a
+/// flood of distinct-but-valid callbacks for one call from growing its record (and every
+/// rewrite of it) without bound.
+pub const MAX_EVENTS: usize = 500;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// What applying an event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -88,6 +100,8 @@ pub enum Applied {
     Added,
     /// The same event was already recorded (a retry); nothing changed.
     Duplicate,
+    /// The event was new but the timeline is full: only [`CallRecord::events_dropped`] changed.
+    Counted,
 }
 
 impl CallRecord {
@@ -105,6 +119,7 @@ impl CallRecord {
             status: CallStatus::Other("unknown".into()),
             duration_secs: None,
             events: Vec::new(),
+            events_dropped: 0,
             stream: None,
         };
         record.apply(event.clone());
@@ -116,6 +131,10 @@ impl CallRecord {
     pub fn apply(&mut self, event: CallEvent) -> Applied {
         if self.events.iter().any(|e| e.source == event.source && e.dedupe_key == event.dedupe_key) {
             return Applied::Duplicate;
+        }
+        if self.events.len() >= MAX_EVENTS {
+            self.events_dropped += 1;
+            return Applied::Counted;
         }
         let key = |e: &CallEvent| (e.occurred_at(), e.sequence.unwrap_or(0));
         let at = self.events.partition_point(|e| key(e) <= key(&event));
@@ -192,6 +211,17 @@ mod tests {
         // The timeline is ordered by when things happened, not by arrival.
         let seqs: Vec<_> = r.events.iter().map(|e| e.sequence).collect();
         assert_eq!(seqs, vec![Some(0), Some(3), Some(1)]);
+    }
+
+    #[test]
+    fn a_full_timeline_counts_what_it_cannot_keep() {
+        let mut r = CallRecord::new(&ev("ringing", Some(0), 0));
+        for seq in 1..MAX_EVENTS as u64 + 10 {
+            r.apply(ev("ringing", Some(seq), 0));
+        }
+        assert_eq!(r.events.len(), MAX_EVENTS);
+        assert_eq!(r.events_dropped, 10);
+        assert_eq!(r.apply(ev("ringing", Some(3), 0)), Applied::Duplicate, "a retry of a kept event is still one");
     }
 
     #[test]

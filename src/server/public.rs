@@ -113,10 +113,9 @@ async fn webhook_request(app: &App, webhook: Webhook, req: Request<Incoming>) ->
     }
 
     let now = Timestamp::now();
-    let idempotency = parts.headers.get("i-twilio-idempotency-token").and_then(|v| v.to_str().ok());
     let event = match webhook {
         Webhook::IncomingCall => webhook::incoming_call(&fields, now),
-        Webhook::CallStatus => webhook::status_callback(&fields, idempotency, now),
+        Webhook::CallStatus => webhook::status_callback(&fields, now),
         Webhook::StreamStatus => webhook::stream_status(&fields, now),
     };
     let event = match event {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 
-use crate::calls::{CallEvent, CallStatus, EventSource};
+use crate::calls::{CallEvent, EventSource};
 use crate::twilio::form;
 
 /// Params kept on an event besides the ones with their own field.
@@ -53,25 +53,37 @@ pub fn incoming_call(fields: &[(String, String)], now: Timestamp) -> Result<Call
     Ok(event)
 }
 
-/// A call status callback; `idempotency_token` is Twilio's `I-Twilio-Idempotency-Token` header.
-pub fn status_callback(
-    fields: &[(String, String)],
-    idempotency_token: Option<&str>,
-    now: Timestamp,
-) -> Result<CallEvent, WebhookError> {
+/// A call status callback.
+pub fn status_callback(fields: &[(String, String)], now: Timestamp) -> Result<CallEvent, WebhookError> {
     let mut event = base_event(fields, EventSource::StatusCallback, now)?;
     if event.status.is_none() {
         return Err(WebhookError::Missing("CallStatus"));
     }
-    let status = event.status.as_ref().map(CallStatus::as_str).unwrap_or_default();
-    // A retried callback carries the same SequenceNumber; without one, the same status and
-    // timestamp mean the same event.
-    event.dedupe_key = match (event.sequence, idempotency_token.filter(|t| !t.is_empty())) {
-        (Some(seq), _) => format!("status:{seq}"),
-        (None, Some(token)) => format!("status:token:{token}"),
-        (None, None) => format!("status:{status}:{}", event.twilio_timestamp.as_deref().unwrap_or("")),
+    // A retried callback carries the same SequenceNumber. Without one, the event is known by
+    // everything Twilio signed: a replay of the same request is the same event whatever its
+    // `I-Twilio-Idempotency-Token` header says (the signature does not cover headers, so a
+    // fresh token per replay would otherwise add the event again and again).
+    event.dedupe_key = match event.sequence {
+        Some(seq) => format!("status:{seq}"),
+        None => format!("status:form:{}", form_digest(fields)),
     };
     Ok(event)
+}
+
+/// A digest of a form's fields, independent of their order.
+fn form_digest(fields: &[(String, String)]) -> String {
+    use sha1::Digest;
+    let mut sorted: Vec<&(String, String)> = fields.iter().collect();
+    sorted.sort();
+    let mut hasher = sha1::Sha1::new();
+    for (name, value) in sorted {
+        // Length-prefixed, so that moving bytes between a name and a value changes the digest.
+        for part in [name, value] {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part.as_bytes());
+        }
+    }
+    hasher.finalize().iter().take(10).map(|b| format!("{b:02x}")).collect()
 }
 
 /// A `<Stream statusCallback>` request.
@@ -149,6 +161,7 @@ fn clip(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::calls::CallStatus;
 
     fn f(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -164,7 +177,6 @@ mod tests {
                 ("CallDuration", "37"),
                 ("SipResponseCode", "200"),
             ]),
-            None,
             Timestamp::UNIX_EPOCH,
         )
         .unwrap();
@@ -176,19 +188,31 @@ mod tests {
     }
 
     #[test]
+    fn a_replayed_callback_without_sequence_is_the_same_event_in_any_field_order() {
+        let now = Timestamp::UNIX_EPOCH;
+        let fields = [("CallSid", "CA1"), ("CallStatus", "ringing"), ("Timestamp", "Tue, 01 Sep 2026 17:04:05 +0000")];
+        let mut reordered = fields;
+        reordered.reverse();
+        let a = status_callback(&f(&fields), now).unwrap();
+        assert_eq!(a.dedupe_key, status_callback(&f(&reordered), now).unwrap().dedupe_key);
+        // Moving text from a value into the next name is a different request.
+        let shifted = [("CallSid", "CA1C"), ("allStatus", "ringing"), ("Timestamp", "Tue, 01 Sep 2026 17:04:05 +0000")];
+        assert_ne!(form_digest(&f(&fields)), form_digest(&f(&shifted)));
+        let later = [("CallSid", "CA1"), ("CallStatus", "ringing"), ("Timestamp", "Tue, 01 Sep 2026 17:04:06 +0000")];
+        assert_ne!(a.dedupe_key, status_callback(&f(&later), now).unwrap().dedupe_key);
+    }
+
+    #[test]
     fn refusals() {
         let now = Timestamp::UNIX_EPOCH;
         assert_eq!(
-            status_callback(&f(&[("CallStatus", "ringing")]), None, now).unwrap_err(),
+            status_callback(&f(&[("CallStatus", "ringing")]), now).unwrap_err(),
             WebhookError::Missing("CallSid")
         );
-        assert_eq!(
-            status_callback(&f(&[("CallSid", "CA1")]), None, now).unwrap_err(),
-            WebhookError::Missing("CallStatus")
-        );
+        assert_eq!(status_callback(&f(&[("CallSid", "CA1")]), now).unwrap_err(), WebhookError::Missing("CallStatus"));
         assert!(matches!(incoming_call(&f(&[("CallSid", "CA 1")]), now), Err(WebhookError::Invalid { .. })));
         assert!(matches!(
-            status_callback(&f(&[("CallSid", "CA1"), ("CallStatus", "ringing"), ("SequenceNumber", "x")]), None, now),
+            status_callback(&f(&[("CallSid", "CA1"), ("CallStatus", "ringing"), ("SequenceNumber", "x")]), now),
             Err(WebhookError::Invalid { name: "SequenceNumber", .. })
         ));
     }
