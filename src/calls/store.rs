@@ -835,13 +835,18 @@ fn replay_journal(
         if !scan.sealed && !crashed_tail && problems.is_empty() {
             problems.push("its end is missing (truncated?)".into());
         }
-        if crashed_tail && !scan.sealed {
+        if crashed_tail && !scan.sealed && scan.frames > 0 {
             seal_after_crash(path, scan.good_len, scan.frames)
                 .map_err(|e| StoreError::Open { path: path.clone(), why: e.to_string() })?;
         }
         if !problems.is_empty() {
             out.damage.push(format!("journal segment {} is damaged: {}", path.display(), problems.join(", ")));
             out.damaged_files.push(*seq);
+        } else if scan.frames == 0 {
+            // A start that wrote nothing (a CLI that only read, a crash right after start)
+            // leaves an empty segment: nothing to keep.
+            fs::remove_file(path).map_err(|e| StoreError::Open { path: path.clone(), why: e.to_string() })?;
+            continue;
         }
         for entry in scan.entries {
             apply_entry(db, entry)?;

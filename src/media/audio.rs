@@ -254,9 +254,21 @@ impl Recording {
             fs::remove_file(&partial)?;
             return Ok(None);
         }
+        // The call's end is acknowledged right after this returns: the file and its final name
+        // must be on disk first, or a power cut leaves a record pointing at nothing.
+        fs::File::open(&partial)?.sync_all()?;
         fs::rename(&partial, &path)?;
+        sync_parent(&path)?;
         let bytes = fs::metadata(&path)?.len();
         Ok(Some(RecordingInfo { path: relative, duration_ms: samples * 1000 / u64::from(SAMPLE_RATE), bytes }))
+    }
+}
+
+/// Makes a file's directory entry durable (after a rename).
+fn sync_parent(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) => fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
     }
 }
 
@@ -335,8 +347,10 @@ fn repair(partial: &Path, path: &Path) -> io::Result<Option<RecordingInfo>> {
         w.flush().map_err(hound_io)?;
     }
     writer.finalize().map_err(hound_io)?;
+    fs::File::open(&tmp)?.sync_all()?;
     fs::rename(&tmp, path)?;
     fs::remove_file(partial)?;
+    sync_parent(path)?;
     let samples = data.len() as u64 / 2;
     Ok(Some(RecordingInfo {
         path: String::new(),
