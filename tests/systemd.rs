@@ -39,14 +39,21 @@ fn service_unit_exposure_is_at_most_1_5() {
 #[test]
 fn units_pass_systemd_analyze_verify() {
     let dir = tempfile::tempdir().unwrap();
-    for unit in ["systemd/callbox.service", "systemd/callbox.socket", "image/rootfs/callbox-firstboot.service"] {
+    let units = [
+        "systemd/callbox.service",
+        "systemd/callbox.socket",
+        "image/rootfs/callbox-firstboot.service",
+        "image/rootfs/callbox-card.path",
+        "image/rootfs/callbox-reimport.service",
+    ];
+    for unit in units {
         let text = std::fs::read_to_string(repo(unit))
             .unwrap()
             .replace("/usr/libexec/callbox/callbox-firstboot", repo("image/rootfs/callbox-firstboot").to_str().unwrap())
             .replace("/usr/bin/callbox", env!("CARGO_BIN_EXE_callbox"));
         std::fs::write(dir.path().join(Path::new(unit).file_name().unwrap()), text).unwrap();
     }
-    for name in ["callbox.service", "callbox.socket", "callbox-firstboot.service"] {
+    for name in units.map(|u| Path::new(u).file_name().unwrap().to_str().unwrap()) {
         let out =
             Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(dir.path().join(name)).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
@@ -218,16 +225,23 @@ impl SystemdBox {
         }
         let bin = env!("CARGO_BIN_EXE_callbox");
         let firstboot = repo("image/rootfs/callbox-firstboot");
-        for unit in ["systemd/callbox.socket", "systemd/callbox.service", "image/rootfs/callbox-firstboot.service"] {
+        let boot_dir = dir.join("boot");
+        for unit in [
+            "systemd/callbox.socket",
+            "systemd/callbox.service",
+            "image/rootfs/callbox-firstboot.service",
+            "image/rootfs/callbox-card.path",
+            "image/rootfs/callbox-reimport.service",
+        ] {
             let text = std::fs::read_to_string(repo(unit))
                 .unwrap()
                 .replace("/usr/libexec/callbox/callbox-firstboot", firstboot.to_str().unwrap())
+                .replace("/boot/firmware", boot_dir.to_str().unwrap())
                 .replace("/usr/bin/callbox", bin)
                 .replace("ListenStream=443\n", &format!("ListenStream=127.0.0.1:{}\n", ports.0))
                 .replace("ListenStream=80\n", &format!("ListenStream=127.0.0.1:{}\n", ports.1));
             std::fs::write(units.join(Path::new(unit).file_name().unwrap()), text).unwrap();
         }
-        let boot_dir = dir.join("boot");
         let mut firstboot_unit =
             std::fs::OpenOptions::new().append(true).open(units.join("callbox-firstboot.service")).unwrap();
         std::io::Write::write_all(
@@ -254,7 +268,7 @@ impl SystemdBox {
         std::fs::write(
             units.join("box.target"),
             "[Unit]\nRequires=basic.target\nAfter=basic.target\n\
-             Wants=systemd-journald.socket callbox-firstboot.service callbox.service\n",
+             Wants=systemd-journald.socket callbox-firstboot.service callbox.service callbox-card.path\n",
         )
         .unwrap();
 
@@ -473,11 +487,24 @@ async fn bad_config_under_real_systemd_fails_once_and_recovers() {
     assert_ne!(b.poke_until_socket_down(), "service-start-limit-hit", "{}", b.journal());
     assert!(!b.anything_listens(Duration::from_secs(2)), "a socket listens with a bad config");
     assert_eq!(b.prop("callbox.service", "NRestarts"), "0");
+
+    // The owner fixes callbox.toml on the card over SSH: callbox-card.path re-imports it and
+    // restarts the listeners, no reboot needed.
+    std::fs::write(&card, &good).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !b.anything_listens(Duration::from_millis(200)) {
+        assert!(Instant::now() < deadline, "the fixed card was not picked up: {}", b.journal());
+    }
+    let health = request(b.public, http::Method::GET, "/healthz", &[], bytes::Bytes::new()).await;
+    assert_eq!(health.status, StatusCode::OK);
+
+    // Left over from an earlier boot: a bad copy in /etc. The next boot must import the card's
+    // file before callbox.socket checks the copy.
+    std::fs::write(b.etc_config(), &bad).unwrap();
     b.shut_down();
 
-    // The owner fixes the card and restarts the box: callbox-firstboot imports the fixed file
-    // before callbox.socket checks it, and the box answers.
-    std::fs::write(&card, &good).unwrap();
+    // The box restarts with the good card: callbox-firstboot imports it before callbox.socket
+    // checks it, and the box answers.
     let b = SystemdBox::boot(dir.path(), ports);
     assert!(
         b.anything_listens(Duration::from_millis(500)),
