@@ -246,6 +246,8 @@ apply_overlay() {
     install -D -m 0644 "$here/callbox.toml.template" "$root/usr/share/callbox/callbox.toml.example"
     install -D -m 0644 "$here/rootfs/callbox-firstboot.service" "$root/usr/lib/systemd/system/callbox-firstboot.service"
     install -D -m 0755 "$here/rootfs/callbox-firstboot" "$root/usr/libexec/callbox/callbox-firstboot"
+    install -D -m 0644 "$here/rootfs/callbox-card.path" "$root/usr/lib/systemd/system/callbox-card.path"
+    install -D -m 0644 "$here/rootfs/callbox-reimport.service" "$root/usr/lib/systemd/system/callbox-reimport.service"
     install -D -m 0644 "$here/rootfs/20-wired.network" "$root/etc/systemd/network/20-wired.network"
     install -D -m 0644 "$here/rootfs/sshd-callbox.conf" "$root/etc/ssh/sshd_config.d/callbox.conf"
     install -D -m 0644 "$here/rootfs/fstab" "$root/etc/fstab"
@@ -270,6 +272,7 @@ apply_overlay() {
     ln -sfn "$sd/callbox.service" "$etc/multi-user.target.wants/callbox.service"
     ln -sfn "$sd/callbox-firstboot.service" "$etc/multi-user.target.wants/callbox-firstboot.service"
     ln -sfn "$sd/callbox-firstboot.service" "$etc/callbox.service.wants/callbox-firstboot.service"
+    ln -sfn "$sd/callbox-card.path" "$etc/multi-user.target.wants/callbox-card.path"
 
     # SSH stays off until the owner puts authorized_keys on the boot partition (callbox-firstboot
     # then makes host keys and enables it). Host keys made at build time would be shared by

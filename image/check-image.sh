@@ -120,7 +120,7 @@ check "/usr/bin/callbox is executable" grep -qE 'Mode: +0?755' < <(dfs 'stat /us
 dfs "dump /usr/bin/callbox \"$tmp/callbox\"" >/dev/null
 elf=$(od -An -tx1 -N20 "$tmp/callbox" 2>/dev/null | tr -d ' \n' || true)
 check "/usr/bin/callbox is an aarch64 ELF binary" test "${elf:0:10}" = 7f454c4602 -a "${elf:36:4}" = b700
-for u in callbox.service callbox.socket callbox-firstboot.service; do
+for u in callbox.service callbox.socket callbox-firstboot.service callbox-card.path callbox-reimport.service; do
     check "unit $u is installed" file_is "/usr/lib/systemd/system/$u" regular
 done
 check "first-boot script is installed and executable" grep -qE 'Mode: +0?755' < <(dfs 'stat /usr/libexec/callbox/callbox-firstboot')
@@ -131,6 +131,8 @@ check "callbox-firstboot.service is enabled (multi-user.target.wants)" \
     enabled_as "$wants/multi-user.target.wants/callbox-firstboot.service" callbox-firstboot.service
 check "callbox-firstboot.service runs whenever callbox.service starts (callbox.service.wants)" \
     enabled_as "$wants/callbox.service.wants/callbox-firstboot.service" callbox-firstboot.service
+check "callbox-card.path is enabled (multi-user.target.wants): a card fixed over SSH is re-imported" \
+    enabled_as "$wants/multi-user.target.wants/callbox-card.path" callbox-card.path
 check "systemd-timesyncd is installed and enabled" \
     bash -c '[[ -n "$1" ]]' _ "$(dfs "ls -p $wants/sysinit.target.wants" | grep -F '/systemd-timesyncd.service/' || true)"
 check "/usr/share/callbox/callbox.toml.example (the template) is installed" file_is /usr/share/callbox/callbox.toml.example regular
