@@ -817,7 +817,7 @@ impl PublicUrl {
             other => {
                 return Err(ConfigError::invalid(
                     key,
-                    format!("scheme {other:?} is not supported; use https:// (or http:// behind a tunnel)"),
+                    format!("scheme {other:?} is not supported; use https:// (Twilio reaches the box only over TLS)"),
                 ));
             }
         };

@@ -231,3 +231,71 @@ fn indicate_fault_uses_the_pins_of_a_broken_config_and_stops_on_sigterm() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("showing the fault pattern (simulated)"), "{err}");
 }
+
+/// `callbox serve --config FILE` on loopback port 0, killed on drop.
+struct ConfiguredBox {
+    child: std::process::Child,
+    public: std::net::SocketAddr,
+}
+
+impl ConfiguredBox {
+    fn start(config: &std::path::Path) -> Self {
+        use std::io::BufRead as _;
+        let mut child = callbox()
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let public = loop {
+            let line = lines.next().expect("serve exited before printing its addresses").unwrap();
+            if line.contains("public listener") {
+                break line.rsplit(' ').next().unwrap().trim_start_matches("http://").parse().unwrap();
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, public }
+    }
+}
+
+impl Drop for ConfiguredBox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn simulate_call_rehearses_against_the_boxs_own_config() {
+    // The box as installed behind a TLS-terminating tunnel: it checks signatures against
+    // https://shop.example.com while the installer reaches it on loopback.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("callbox.toml");
+    let config = GOOD.replace("/var/lib/callbox", &dir.path().join("data").display().to_string())
+        + "[indicators]\nleds = \"sim\"\nspeaker = \"sim\"\n";
+    std::fs::write(&path, config).unwrap();
+    let server = ConfiguredBox::start(&path);
+    let url = format!("http://{}", server.public);
+
+    let out = callbox()
+        .args(["simulate-call", "--fast", "--seconds", "0.5", "--dtmf", "#@0.4", "--url", &url, "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let transcript = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{transcript}");
+    assert!(transcript.contains("wss://shop.example.com/api/v1/voice/media-stream"), "{transcript}");
+    assert!(transcript.contains("completed"), "{transcript}");
+
+    // The same token signed over the loopback URL is what Twilio would never send: refused.
+    let out = callbox()
+        .args(["simulate-call", "--fast", "--seconds", "0.5", "--url", &url, "--auth-token"])
+        .arg("9f86d081884c7d659a2feaa0c55ad015")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("403"), "{}", String::from_utf8_lossy(&out.stderr));
+}
