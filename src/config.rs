@@ -342,6 +342,10 @@ pub struct AcmeConfig {
     pub retry_max_secs: u64,
     /// Longest sleep between two looks at the certificate and the CA's renewal info, in seconds.
     pub check_interval_secs: u64,
+    /// Set by `serve --acme-retry-now`, never from the file: forget the stored retry backoff
+    /// and order at once if an order is due.
+    #[serde(skip)]
+    pub retry_now: bool,
 }
 
 impl Default for AcmeConfig {
@@ -359,6 +363,7 @@ impl Default for AcmeConfig {
             retry_initial_secs: 60,
             retry_max_secs: 6 * 3600,
             check_interval_secs: 6 * 3600,
+            retry_now: false,
         }
     }
 }
