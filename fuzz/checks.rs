@@ -291,8 +291,10 @@ pub fn config(data: &[u8]) -> bool {
     assert!(shown.parse::<toml::Table>().is_ok(), "the rendered config is not TOML: {shown}");
     assert_eq!(PublicUrl::parse(&config.public_url.origin()).ok().as_ref(), Some(&config.public_url));
     if let (Some(auth), Some(admin)) = (auth, admin) {
-        let other = Config::from_toml(text, path, &env(Some(&format!("Q{auth}Q")), Some(&format!("Q{admin}Q"))))
-            .expect("longer secrets are as valid");
+        // Another Auth Token of the same shape (reversed), another admin token (longer).
+        let other_auth: String = auth.chars().rev().collect();
+        let other = Config::from_toml(text, path, &env(Some(&other_auth), Some(&format!("Q{admin}Q"))))
+            .expect("other secrets of the same shape are as valid");
         assert_eq!(other.to_redacted_toml(), shown, "a secret shows in the rendered config");
         assert_eq!(format!("{other:?}"), format!("{config:?}"), "a secret shows in Debug output");
     }

@@ -101,7 +101,7 @@ listen = "0.0.0.0:8080"
 token = "$2"
 
 [twilio]
-auth_token = "boot-test-twilio-auth-token"
+auth_token = "6d7fce9fee471194aa8b5b6e47267f03"
 
 [storage]
 dir = "/var/lib/callbox"

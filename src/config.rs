@@ -50,12 +50,69 @@ pub enum ConfigError {
         /// What is wrong and how to fix it.
         problem: String,
     },
+    /// Several keys have problems; all are reported so that one round of edits fixes them.
+    #[error("{} problems: {}", .0.len(), join_problems(.0))]
+    Several(Vec<ConfigError>),
+}
+
+fn join_problems(errors: &[ConfigError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 impl ConfigError {
     fn invalid(key: &'static str, problem: impl Into<String>) -> Self {
         Self::Invalid { key, problem: problem.into() }
     }
+
+    /// `Ok` for no problem, the problem itself for one, [`ConfigError::Several`] for more.
+    fn from_problems(mut errors: Vec<ConfigError>) -> Result<(), ConfigError> {
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(Self::Several(errors)),
+        }
+    }
+
+    /// Each problem on its own, for printing one line per key.
+    pub fn problems(&self) -> Vec<&ConfigError> {
+        match self {
+            Self::Several(errors) => errors.iter().collect(),
+            other => vec![other],
+        }
+    }
+}
+
+/// What an account Auth Token looks like: 32 hexadecimal characters.
+fn is_auth_token(token: &str) -> bool {
+    token.len() == 32 && token.bytes().all(|b| b.is_ascii_hexdigit()) && !looks_like_placeholder(token)
+}
+
+/// True for values copied from a template or an example rather than made up: markers such
+/// as CHANGE-ME, your-…, example, xxxx, <…>, or one character repeated.
+fn looks_like_placeholder(value: &str) -> bool {
+    const MARKERS: &[&str] = &[
+        "change-me",
+        "changeme",
+        "change_me",
+        "change me",
+        "your-",
+        "your_",
+        "your ",
+        "example",
+        "xxxx",
+        "placeholder",
+        "replace",
+        "<",
+        ">",
+        "…",
+        "...",
+        "todo",
+        "fixme",
+    ];
+    let v = value.trim().to_ascii_lowercase();
+    let mut chars = v.chars();
+    let repeated = chars.next().is_some_and(|first| chars.all(|c| c == first));
+    repeated || MARKERS.iter().any(|m| v.contains(m))
 }
 
 /// A secret string that never shows up in `Debug` output or logs.
@@ -285,6 +342,10 @@ pub struct AcmeConfig {
     pub retry_max_secs: u64,
     /// Longest sleep between two looks at the certificate and the CA's renewal info, in seconds.
     pub check_interval_secs: u64,
+    /// Set by `serve --acme-retry-now`, never from the file: forget the stored retry backoff
+    /// and order at once if an order is due.
+    #[serde(skip)]
+    pub retry_now: bool,
 }
 
 impl Default for AcmeConfig {
@@ -302,6 +363,7 @@ impl Default for AcmeConfig {
             retry_initial_secs: 60,
             retry_max_secs: 6 * 3600,
             check_interval_secs: 6 * 3600,
+            retry_now: false,
         }
     }
 }
@@ -480,20 +542,20 @@ impl MediaConfig {
         Duration::from_millis(self.relay_connect_timeout_ms)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self, errs: &mut Vec<ConfigError>) {
         if self.max_recording_secs == 0 {
-            return Err(ConfigError::invalid("media.max_recording_secs", "must be at least 1"));
+            errs.push(ConfigError::invalid("media.max_recording_secs", "must be at least 1"));
         }
         if self.relay_connect_timeout_ms == 0 {
-            return Err(ConfigError::invalid("media.relay_connect_timeout_ms", "must be at least 1"));
+            errs.push(ConfigError::invalid("media.relay_connect_timeout_ms", "must be at least 1"));
         }
         if let Some(path) = &self.greeting_wav
             && !path.is_absolute()
         {
-            return Err(ConfigError::invalid("media.greeting_wav", format!("must be an absolute path (got {path:?})")));
+            errs.push(ConfigError::invalid("media.greeting_wav", format!("must be an absolute path (got {path:?})")));
         }
         let relay_used = self.default_flow == FlowKind::Relay || self.flows.values().any(|f| *f == FlowKind::Relay);
-        match &self.relay_url {
+        let relay = match &self.relay_url {
             None if relay_used => Err(ConfigError::invalid(
                 "media.relay_url",
                 "is missing but a flow is \"relay\"; set it to the voice agent's ws://host:port/path",
@@ -507,7 +569,8 @@ impl MediaConfig {
                 )),
                 _ => Err(ConfigError::invalid("media.relay_url", format!("{u:?} is not a ws://host[:port]/path URL"))),
             },
-        }
+        };
+        errs.extend(relay.err());
     }
 }
 
@@ -637,7 +700,7 @@ impl IndicatorsConfig {
             .unwrap_or_else(jiff::tz::TimeZone::system)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self, errs: &mut Vec<ConfigError>) {
         let leds = [
             ("indicators.ready.pins", &self.ready),
             ("indicators.incoming.pins", &self.incoming),
@@ -646,35 +709,36 @@ impl IndicatorsConfig {
             ("indicators.fault.pins", &self.fault),
         ];
         for (key, led) in leds {
-            if let Some(pin) = led.pins.iter().find(|p| **p > 27) {
-                return Err(ConfigError::invalid(key, format!("BCM pin {pin} does not exist; use 0 to 27")));
+            if let Some(pin) = led.pins.iter().find(|pin| **pin > 27) {
+                errs.push(ConfigError::invalid(key, format!("BCM pin {pin} does not exist; use 0 to 27")));
             }
             if !(50..=60_000).contains(&led.period_ms) {
-                return Err(ConfigError::invalid(key, "period_ms must be from 50 to 60000"));
+                errs.push(ConfigError::invalid(key, "period_ms must be from 50 to 60000"));
             }
         }
-        validate_tone("indicators.tone", &self.tone.frequencies, &self.tone.cadence_ms, self.tone.volume)?;
+        errs.extend(
+            validate_tone("indicators.tone", &self.tone.frequencies, &self.tone.cadence_ms, self.tone.volume).err(),
+        );
         for line in &self.line_tones {
             if line.to.trim().is_empty() {
-                return Err(ConfigError::invalid("indicators.line_tones.to", "is empty; set the called number"));
+                errs.push(ConfigError::invalid("indicators.line_tones.to", "is empty; set the called number"));
             }
-            validate_tone("indicators.line_tones", &line.frequencies, &line.cadence_ms, line.volume)?;
+            errs.extend(validate_tone("indicators.line_tones", &line.frequencies, &line.cadence_ms, line.volume).err());
         }
         if self.max_ring_secs == 0 {
-            return Err(ConfigError::invalid("indicators.max_ring_secs", "must be at least 1"));
+            errs.push(ConfigError::invalid("indicators.max_ring_secs", "must be at least 1"));
         }
         if self.call_timeout_secs < 60 {
-            return Err(ConfigError::invalid("indicators.call_timeout_secs", "must be at least 60"));
+            errs.push(ConfigError::invalid("indicators.call_timeout_secs", "must be at least 60"));
         }
         if let Some(name) = &self.time_zone
             && jiff::tz::TimeZone::get(name).is_err()
         {
-            return Err(ConfigError::invalid(
+            errs.push(ConfigError::invalid(
                 "indicators.time_zone",
                 format!("{name:?} is not a known IANA time zone; use e.g. \"America/Chicago\""),
             ));
         }
-        Ok(())
     }
 }
 
@@ -758,7 +822,7 @@ impl PublicUrl {
             other => {
                 return Err(ConfigError::invalid(
                     key,
-                    format!("scheme {other:?} is not supported; use https:// (or http:// behind a tunnel)"),
+                    format!("scheme {other:?} is not supported; use https:// (Twilio reaches the box only over TLS)"),
                 ));
             }
         };
@@ -872,17 +936,26 @@ impl Config {
     pub fn from_toml(text: &str, path: &Path, env: &EnvSecrets) -> Result<Self, ConfigError> {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        let mut errs = Vec::new();
+        // A bad public_url must not hide the problems of every other key: the rest is checked
+        // against a stand-in, and only the checks that need the real URL are skipped.
         let public_url = match raw.public_url.as_deref() {
-            Some(u) => PublicUrl::parse(u)?,
+            Some(u) => PublicUrl::parse(u).map_err(|e| errs.push(e)).ok(),
             None => {
-                return Err(ConfigError::invalid(
+                errs.push(ConfigError::invalid(
                     "public_url",
                     "is missing; add public_url = \"https://your.shop.domain\" (the address Twilio calls) at the top of the file",
                 ));
+                None
             }
         };
+        let url_ok = public_url.is_some();
         let mut config = Self {
-            public_url,
+            public_url: public_url.unwrap_or_else(|| PublicUrl {
+                scheme: Scheme::Https,
+                host: "public-url.invalid".into(),
+                port: None,
+            }),
             server: raw.server,
             admin: raw.admin,
             twilio: raw.twilio,
@@ -894,7 +967,8 @@ impl Config {
             dev: false,
         };
         config.apply_env(env);
-        config.validate()?;
+        config.validate(url_ok, &mut errs);
+        ConfigError::from_problems(errs)?;
         Ok(config)
     }
 
@@ -931,40 +1005,58 @@ impl Config {
         }
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
-        if !self.dev && self.twilio.auth_token.is_empty() {
-            return Err(ConfigError::invalid(
+    /// Checks every key and collects every problem, so an installer fixes them in one round.
+    fn validate(&self, url_ok: bool, errs: &mut Vec<ConfigError>) {
+        let auth_token = self.twilio.auth_token.expose();
+        if !self.dev && auth_token.is_empty() {
+            errs.push(ConfigError::invalid(
                 "twilio.auth_token",
                 format!(
                     "is missing; copy the Auth Token from the Twilio console into [twilio] auth_token, or set {ENV_TWILIO_AUTH_TOKEN}"
                 ),
             ));
+        } else if !self.dev && !is_auth_token(auth_token) {
+            // Anything else makes every webhook a 403 later, with nothing pointing here.
+            errs.push(ConfigError::invalid(
+                "twilio.auth_token",
+                format!(
+                    "is not a Twilio Auth Token: those are 32 hexadecimal characters (Twilio console, Account → API keys & tokens → Auth Token); got {} character(s){}",
+                    auth_token.chars().count(),
+                    if looks_like_placeholder(auth_token) { " that look like a template value" } else { "" }
+                ),
+            ));
         }
-        if !self.dev && self.admin.token.expose().len() < 16 {
-            return Err(ConfigError::invalid(
+        let admin_token = self.admin.token.expose();
+        if !self.dev && admin_token.chars().count() < 16 {
+            errs.push(ConfigError::invalid(
                 "admin.token",
                 format!(
                     "must be at least 16 characters (it guards the call log); set [admin] token or {ENV_ADMIN_TOKEN}"
                 ),
             ));
+        } else if !self.dev && looks_like_placeholder(admin_token) {
+            errs.push(ConfigError::invalid(
+                "admin.token",
+                "is a template value (like CHANGE-ME, your-…, example, xxxx); set a random one, e.g. from `openssl rand -hex 16`",
+            ));
         }
         if self.server.listen == self.admin.listen {
-            return Err(ConfigError::invalid(
+            errs.push(ConfigError::invalid(
                 "admin.listen",
                 "must differ from server.listen: the admin API is never served on the public listener",
             ));
         }
         if self.server.max_connections == 0 {
-            return Err(ConfigError::invalid("server.max_connections", "must be at least 1"));
+            errs.push(ConfigError::invalid("server.max_connections", "must be at least 1"));
         }
         if self.server.max_connections_per_address == 0 {
-            return Err(ConfigError::invalid("server.max_connections_per_address", "must be at least 1"));
+            errs.push(ConfigError::invalid("server.max_connections_per_address", "must be at least 1"));
         }
         if self.server.header_timeout_secs == 0 {
-            return Err(ConfigError::invalid("server.header_timeout_secs", "must be at least 1"));
+            errs.push(ConfigError::invalid("server.header_timeout_secs", "must be at least 1"));
         }
         if !self.storage.dir.is_absolute() && !self.dev {
-            return Err(ConfigError::invalid(
+            errs.push(ConfigError::invalid(
                 "storage.dir",
                 format!(
                     "must be an absolute path (got {:?}); a service has no meaningful working directory",
@@ -972,74 +1064,72 @@ impl Config {
                 ),
             ));
         }
-        self.validate_tls()?;
+        self.validate_tls(url_ok, errs);
         if let Some(n) = &self.twilio.front_desk
             && n.trim().is_empty()
         {
-            return Err(ConfigError::invalid(
+            errs.push(ConfigError::invalid(
                 "twilio.front_desk",
                 "is empty; remove the key or set an E.164 number like \"+15035550100\"",
             ));
         }
-        self.media.validate()?;
-        self.indicators.validate()?;
+        self.media.validate(errs);
+        self.indicators.validate(errs);
         match self.log.level.to_ascii_lowercase().as_str() {
             "error" | "warn" | "info" | "debug" | "trace" | "off" => {}
             other => {
-                return Err(ConfigError::invalid(
+                errs.push(ConfigError::invalid(
                     "log.level",
                     format!("{other:?} is not one of error, warn, info, debug, trace"),
                 ));
             }
         }
-        Ok(())
     }
 
-    fn validate_tls(&self) -> Result<(), ConfigError> {
+    fn validate_tls(&self, url_ok: bool, errs: &mut Vec<ConfigError>) {
         let tls = &self.tls;
-        if !self.dev && self.public_url.scheme() != Scheme::Https {
+        if url_ok && !self.dev && self.public_url.scheme() != Scheme::Https {
             let problem = match tls.mode {
                 TlsMode::Off => {
                     "must be https:// even with tls.mode = \"off\": Twilio only streams media to wss://, so the tunnel in front of the box must speak TLS"
                 }
                 _ => "must be https:// when the box serves TLS itself",
             };
-            return Err(ConfigError::invalid("public_url", problem));
+            errs.push(ConfigError::invalid("public_url", problem));
         }
         if tls.handshake_timeout_secs == 0 {
-            return Err(ConfigError::invalid("tls.handshake_timeout_secs", "must be at least 1"));
+            errs.push(ConfigError::invalid("tls.handshake_timeout_secs", "must be at least 1"));
         }
         match tls.mode {
-            TlsMode::Off => Ok(()),
+            TlsMode::Off => {}
             TlsMode::Files => {
                 if tls.cert_file.is_none() {
-                    return Err(ConfigError::invalid(
+                    errs.push(ConfigError::invalid(
                         "tls.cert_file",
                         "is missing; tls.mode = \"files\" needs the certificate chain PEM (e.g. fullchain.pem)",
                     ));
                 }
                 if tls.key_file.is_none() {
-                    return Err(ConfigError::invalid(
+                    errs.push(ConfigError::invalid(
                         "tls.key_file",
                         "is missing; tls.mode = \"files\" needs the private key PEM (e.g. privkey.pem)",
                     ));
                 }
                 if tls.reload_interval_secs == 0 {
-                    return Err(ConfigError::invalid("tls.reload_interval_secs", "must be at least 1"));
+                    errs.push(ConfigError::invalid("tls.reload_interval_secs", "must be at least 1"));
                 }
-                Ok(())
             }
-            TlsMode::Acme => self.validate_acme(),
+            TlsMode::Acme => self.validate_acme(url_ok, errs),
         }
     }
 
-    fn validate_acme(&self) -> Result<(), ConfigError> {
+    fn validate_acme(&self, url_ok: bool, errs: &mut Vec<ConfigError>) {
         let acme = &self.tls.acme;
         let url = acme.directory_url();
         match url::Url::parse(url) {
             Ok(u) if u.scheme() == "https" && u.host_str().is_some() => {}
             _ => {
-                return Err(ConfigError::invalid(
+                errs.push(ConfigError::invalid(
                     "tls.acme.directory",
                     format!("{url:?} is neither \"production\", \"staging\" nor an https:// directory URL"),
                 ));
@@ -1050,8 +1140,15 @@ impl Config {
             let valid = c.split_once('@').is_some_and(|(user, host)| !user.is_empty() && host.contains('.'))
                 && !c.contains(char::is_whitespace)
                 && !c.contains(',');
-            if !valid {
-                return Err(ConfigError::invalid(
+            let template =
+                ["your-", "your_", "changeme", "change-me"].iter().any(|m| c.to_ascii_lowercase().contains(m));
+            if template {
+                errs.push(ConfigError::invalid(
+                    "tls.acme.contact",
+                    format!("{c:?} is the template's example; put the owner's e-mail address there or remove the key"),
+                ));
+            } else if !valid {
+                errs.push(ConfigError::invalid(
                     "tls.acme.contact",
                     format!("{c:?} is not an e-mail address; use e.g. \"owner@shop.example.com\" or remove the key"),
                 ));
@@ -1069,20 +1166,31 @@ impl Config {
                         && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 });
             if !valid {
-                return Err(ConfigError::invalid(
+                errs.push(ConfigError::invalid(
                     "tls.acme.domains",
                     format!("{d:?} is not a DNS name the box can prove (no wildcards, IPs or ports)"),
                 ));
             }
         }
-        if acme.domains.is_empty() && self.public_url.host().parse::<std::net::IpAddr>().is_ok() {
-            return Err(ConfigError::invalid(
+        if url_ok && acme.domains.is_empty() && self.public_url.host().parse::<std::net::IpAddr>().is_ok() {
+            errs.push(ConfigError::invalid(
                 "tls.acme.domains",
                 "is empty and public_url is an IP address; ACME needs a DNS name pointing at the shop",
             ));
         }
+        // Twilio connects to the host of public_url: a certificate without it fails every
+        // call's TLS handshake even though the order itself succeeds.
+        let host = self.public_url.host();
+        if url_ok && !acme.domains.is_empty() && !acme.domains.iter().any(|d| d.trim().eq_ignore_ascii_case(host)) {
+            errs.push(ConfigError::invalid(
+                "tls.acme.domains",
+                format!(
+                    "does not include {host:?}, the host of public_url, so Twilio would reject the certificate; add it or remove the key (the default is the host of public_url)"
+                ),
+            ));
+        }
         if acme.eab_kid.is_some() == acme.eab_hmac_key.is_empty() {
-            return Err(ConfigError::invalid(
+            errs.push(ConfigError::invalid(
                 "tls.acme.eab_kid",
                 "eab_kid and eab_hmac_key go together; set both (from the CA's account page) or neither",
             ));
@@ -1094,32 +1202,28 @@ impl Config {
             )
             .is_err()
         {
-            return Err(ConfigError::invalid("tls.acme.eab_hmac_key", "is not base64url (as the CA shows it)"));
+            errs.push(ConfigError::invalid("tls.acme.eab_hmac_key", "is not base64url (as the CA shows it)"));
         }
         if !(acme.renew_remaining > 0.0 && acme.renew_remaining < 1.0) {
-            return Err(ConfigError::invalid(
+            errs.push(ConfigError::invalid(
                 "tls.acme.renew_remaining",
                 "must be a fraction between 0 and 1 (default 0.333: renew with a third of the lifetime left)",
             ));
         }
         if acme.retry_initial_secs == 0 || acme.retry_max_secs < acme.retry_initial_secs {
-            return Err(ConfigError::invalid(
+            errs.push(ConfigError::invalid(
                 "tls.acme.retry_initial_secs",
                 "must be at least 1 and not above tls.acme.retry_max_secs",
             ));
         }
         if acme.check_interval_secs == 0 {
-            return Err(ConfigError::invalid("tls.acme.check_interval_secs", "must be at least 1"));
+            errs.push(ConfigError::invalid("tls.acme.check_interval_secs", "must be at least 1"));
         }
         if acme.challenge == AcmeChallenge::Http01
             && (acme.http_listen == self.server.listen || acme.http_listen == self.admin.listen)
         {
-            return Err(ConfigError::invalid(
-                "tls.acme.http_listen",
-                "must differ from server.listen and admin.listen",
-            ));
+            errs.push(ConfigError::invalid("tls.acme.http_listen", "must differ from server.listen and admin.listen"));
         }
-        Ok(())
     }
 
     /// The names the certificate must cover: `tls.acme.domains`, or the host of `public_url`.
@@ -1185,22 +1289,27 @@ mod tests {
     #[test]
     fn secrets_are_redacted_everywhere() {
         let env = EnvSecrets {
-            twilio_auth_token: Some("tok-from-env".into()),
+            twilio_auth_token: Some("92eb5ffee6ae2fec3ad71c777531578f".into()),
             admin_token: Some("admin-token-0123456789".into()),
         };
         let c =
             Config::from_toml("public_url = \"shop.example.com\"\n[storage]\ndir = \"/tmp/x\"\n", Path::new("t"), &env)
                 .unwrap();
-        assert_eq!(c.twilio.auth_token.expose(), "tok-from-env");
+        assert_eq!(c.twilio.auth_token.expose(), "92eb5ffee6ae2fec3ad71c777531578f");
         let shown = format!("{} {:?}", c.to_redacted_toml(), c);
-        assert!(!shown.contains("tok-from-env") && !shown.contains("admin-token-0123456789"), "{shown}");
+        assert!(
+            !shown.contains("92eb5ffee6ae2fec3ad71c777531578f") && !shown.contains("admin-token-0123456789"),
+            "{shown}"
+        );
         assert!(shown.contains("<redacted>"));
     }
 
     #[test]
     fn indicators_section_parses_and_bad_values_name_their_key() {
-        let env =
-            EnvSecrets { twilio_auth_token: Some("tok".into()), admin_token: Some("admin-token-0123456789".into()) };
+        let env = EnvSecrets {
+            twilio_auth_token: Some("0cc175b9c0f1b6a831c399e269772661".into()),
+            admin_token: Some("admin-token-0123456789".into()),
+        };
         let base = "public_url = \"shop.example.com\"\n[storage]\ndir = \"/tmp/x\"\n[indicators]\n";
         let good = format!(
             "{base}time_zone = \"America/Chicago\"\nquiet_hours = {{ start = \"19:00\", end = \"07:30\" }}\n\
@@ -1238,9 +1347,25 @@ mod tests {
         assert!(e.to_string().contains("public_urll"), "{e}");
     }
 
+    #[test]
+    fn every_problem_is_reported_not_only_the_first() {
+        let env = EnvSecrets::default();
+        let text = "public_url = \"https://your-domain.example\"\n[admin]\ntoken = \"CHANGE-ME-CHANGE-ME\"\n\
+                    [twilio]\nauth_token = \"abc\"\n[storage]\ndir = \"relative\"\n";
+        let e = Config::from_toml(text, Path::new("t"), &env).unwrap_err();
+        let keys: Vec<String> = e.problems().iter().map(|p| p.to_string()).collect();
+        for key in ["public_url", "admin.token", "twilio.auth_token", "storage.dir"] {
+            assert!(keys.iter().any(|k| k.starts_with(&format!("config key `{key}`"))), "{key}: {keys:?}");
+        }
+        assert_eq!(keys.len(), 4, "{keys:?}");
+        assert!(e.to_string().starts_with("4 problems: "), "{e}");
+    }
+
     fn tls_config(tls: &str) -> Result<Config, ConfigError> {
-        let env =
-            EnvSecrets { twilio_auth_token: Some("tok".into()), admin_token: Some("admin-token-0123456789".into()) };
+        let env = EnvSecrets {
+            twilio_auth_token: Some("0cc175b9c0f1b6a831c399e269772661".into()),
+            admin_token: Some("admin-token-0123456789".into()),
+        };
         let text = format!("public_url = \"https://shop.example.com\"\n[storage]\ndir = \"/tmp/x\"\n{tls}");
         Config::from_toml(&text, Path::new("t.toml"), &env)
     }
@@ -1257,12 +1382,16 @@ mod tests {
             ("[tls]\nmode = \"acme\"\n[tls.acme]\nrenew_remaining = 1.5\n", "tls.acme.renew_remaining"),
             ("[tls]\nmode = \"acme\"\n[tls.acme]\nretry_initial_secs = 0\n", "tls.acme.retry_initial_secs"),
             ("[tls]\nmode = \"acme\"\n[tls.acme]\nchallenge = \"dns-01\"\n", "challenge"),
+            // A certificate without the host Twilio connects to is useless to the box.
+            ("[tls]\nmode = \"acme\"\n[tls.acme]\ndomains = [\"www.shop.example.com\"]\n", "tls.acme.domains"),
         ] {
             let err = tls_config(tls).unwrap_err().to_string();
             assert!(err.contains(key), "{tls:?}: {err}");
         }
-        let env =
-            EnvSecrets { twilio_auth_token: Some("tok".into()), admin_token: Some("admin-token-0123456789".into()) };
+        let env = EnvSecrets {
+            twilio_auth_token: Some("0cc175b9c0f1b6a831c399e269772661".into()),
+            admin_token: Some("admin-token-0123456789".into()),
+        };
         let err = Config::from_toml(
             "public_url = \"http://shop.example.com\"\n[storage]\ndir = \"/x\"\n",
             Path::new("t"),
@@ -1293,8 +1422,10 @@ mod tests {
 
     #[test]
     fn media_section_picks_flows_and_names_bad_keys() {
-        let env =
-            EnvSecrets { twilio_auth_token: Some("t".into()), admin_token: Some("admin-token-0123456789".into()) };
+        let env = EnvSecrets {
+            twilio_auth_token: Some("0cc175b9c0f1b6a831c399e269772661".into()),
+            admin_token: Some("admin-token-0123456789".into()),
+        };
         let base = "public_url = \"shop.example.com\"\n[storage]\ndir = \"/tmp/x\"\n";
         let c = Config::from_toml(
             &format!("{base}[media]\nrelay_url = \"ws://127.0.0.1:9000/agent\"\n[media.flows]\n\"+15035550100\" = \"relay\"\n"),

@@ -3,8 +3,9 @@
 //!
 //! The simulator shares nothing with the server: it speaks HTTP and WebSocket to whatever URL
 //! it is given, signs like Twilio with the account's auth token, and judges the box's answers
-//! by the protocol alone. Plain `http://` and `ws://` only (dev mode, or the LAN side of a
-//! TLS-terminating tunnel).
+//! by the protocol alone. Plain `http://` and `ws://` only (dev mode, the LAN side of a
+//! TLS-terminating tunnel, or a box's public listener on loopback); requests may go to one
+//! address while being signed over the box's `public_url`, as Twilio signs them.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -42,9 +43,12 @@ pub enum CallerAudio {
 /// One simulated call.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The box's public URL as its `public_url` says (`http://host:port`); requests go here
-    /// and are signed over it.
+    /// Where the box is reached (`http://host:port`); requests go here, and are signed over
+    /// it unless `public_url` is set.
     pub box_url: String,
+    /// The box's `public_url` (e.g. `https://shop.example.com`), which Twilio signs over; the
+    /// requests still go to `box_url`.
+    pub public_url: Option<String>,
     /// Connect the stream here instead of the TwiML's `wss://` URL (which is still what gets
     /// signed), e.g. `ws://127.0.0.1:8080/api/v1/voice/media-stream` in dev mode.
     pub stream_url: Option<String>,
@@ -158,6 +162,12 @@ pub async fn run(opts: &Options, print: bool) -> Result<Summary, SimulateError> 
             "--url {base:?}: only http:// is supported by this build (use the box's dev URL or the tunnel's local side)"
         )));
     }
+    let signed_base = match &opts.public_url {
+        Some(u) => {
+            crate::config::PublicUrl::parse(u).map_err(|e| SimulateError::Usage(format!("--public-url: {e}")))?.origin()
+        }
+        None => base.clone(),
+    };
     let caller_audio = load_audio(&opts.audio)?;
     let call_sid = opts.call_sid.clone().unwrap_or_else(|| random_sid("CA"));
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
@@ -174,7 +184,9 @@ pub async fn run(opts: &Options, print: bool) -> Result<Summary, SimulateError> 
         ("From", opts.from.clone()),
         ("To", opts.to.clone()),
     ];
-    let twiml = post_signed(&client, &base, "/api/v1/webhooks/incoming-call", &incoming, &opts.auth_token).await?;
+    let twiml =
+        post_signed(&client, (&base, &signed_base), "/api/v1/webhooks/incoming-call", &incoming, &opts.auth_token)
+            .await?;
     let answer = parse_twiml(&twiml)?;
     t.line(format!(
         "incoming call {call_sid} from {} to {}: box answered <Connect><Stream url=\"{}\"> with {} parameter(s){}",
@@ -185,8 +197,28 @@ pub async fn run(opts: &Options, print: bool) -> Result<Summary, SimulateError> 
         answer.fallthrough.as_deref().map(|f| format!(", then {f}")).unwrap_or_default()
     ));
 
-    // 2. The media stream.
-    let connect_url = opts.stream_url.clone().unwrap_or_else(|| answer.stream_url.clone());
+    // 2. The media stream. Twilio connects where the TwiML says; the simulator goes where the
+    // webhooks went (the same box), unless told otherwise, and signs the TwiML's URL.
+    if let (Ok(stream), Ok(public)) = (url::Url::parse(&answer.stream_url), url::Url::parse(&signed_base))
+        && stream.host_str() != public.host_str()
+    {
+        return Err(SimulateError::Twiml(format!(
+            "the stream URL {} is not on the public URL's host {}",
+            answer.stream_url, signed_base
+        )));
+    }
+    let connect_url = match &opts.stream_url {
+        Some(u) => u.clone(),
+        None => match url::Url::parse(&answer.stream_url) {
+            Ok(stream) if stream.scheme() == "wss" => {
+                let mut at = parsed.clone();
+                at.set_path(stream.path());
+                at.set_query(stream.query());
+                at.as_str().replacen("http://", "ws://", 1)
+            }
+            _ => answer.stream_url.clone(),
+        },
+    };
     if connect_url.starts_with("wss://") {
         return Err(SimulateError::Usage(format!(
             "the stream URL {connect_url} needs TLS, which this build's simulator lacks; pass --stream-url ws://host:port{}",
@@ -249,7 +281,7 @@ pub async fn run(opts: &Options, print: bool) -> Result<Summary, SimulateError> 
         if status == "completed" {
             params.push(("CallDuration", talk_secs.max(1).to_string()));
         }
-        post_signed(&client, &base, "/api/v1/webhooks/call-status", &params, &opts.auth_token).await?;
+        post_signed(&client, (&base, &signed_base), "/api/v1/webhooks/call-status", &params, &opts.auth_token).await?;
     }
     t.line("status callbacks initiated → ringing → in-progress → completed accepted");
     summary.transcript = t.lines;
@@ -518,16 +550,17 @@ fn random_sid(prefix: &str) -> String {
     format!("{prefix}{hex}")
 }
 
+/// POSTs to `base` + `path`, signed over `signed_base` + `path` (`(base, signed_base)`).
 async fn post_signed(
     client: &HttpClient,
-    base: &str,
+    (base, signed_base): (&str, &str),
     path: &str,
     params: &[(&str, String)],
     token: &str,
 ) -> Result<String, SimulateError> {
     let url = format!("{base}{path}");
     let owned: Vec<(String, String)> = params.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
-    let sig = signature::compute(token, &url, &owned);
+    let sig = signature::compute(token, &format!("{signed_base}{path}"), &owned);
     let mut body = url::form_urlencoded::Serializer::new(String::new());
     for (k, v) in params {
         body.append_pair(k, v);

@@ -28,7 +28,7 @@ public_url = "https://shop.example.com"
 [admin]
 token = "owner-secret-0123456789"
 [twilio]
-auth_token = "twilio-secret-abcdef"
+auth_token = "9f86d081884c7d659a2feaa0c55ad015"
 [storage]
 dir = "/var/lib/callbox"
 "#;
@@ -38,14 +38,14 @@ fn check_accepts_a_good_config_and_redacts_secrets() {
     let (code, out, err) = check(GOOD);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("public_url = \"https://shop.example.com\""), "{out}");
-    assert!(!out.contains("twilio-secret-abcdef") && !out.contains("owner-secret-0123456789"), "{out}");
+    assert!(!out.contains("9f86d081884c7d659a2feaa0c55ad015") && !out.contains("owner-secret-0123456789"), "{out}");
     assert!(out.contains("<redacted>"));
 }
 
 #[test]
 fn check_names_each_problem_in_one_line_and_exits_1() {
     let placeholder = GOOD.replace("https://shop.example.com", "https://your-domain.ngrok.io");
-    let no_token = GOOD.replace("auth_token = \"twilio-secret-abcdef\"", "");
+    let no_token = GOOD.replace("auth_token = \"9f86d081884c7d659a2feaa0c55ad015\"", "");
     let malformed = GOOD.replace("[storage]", "[storage");
     let no_url = GOOD.replace("public_url = \"https://shop.example.com\"", "");
     for (config, must_name) in [
@@ -70,7 +70,7 @@ fn check_names_each_problem_in_one_line_and_exits_1() {
         .arg("check")
         .arg("--config")
         .arg(&path)
-        .env("CALLBOX_TWILIO_AUTH_TOKEN", "from-env")
+        .env("CALLBOX_TWILIO_AUTH_TOKEN", "3c59dc048e8850243be8079a5c74d079")
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -78,6 +78,68 @@ fn check_names_each_problem_in_one_line_and_exits_1() {
     let out = callbox().args(["check", "--config", "/nonexistent/callbox.toml"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/callbox.toml"));
+}
+
+/// The `error:` lines of a failed check, and the keys they name.
+fn error_lines(err: &str) -> Vec<&str> {
+    err.lines().filter(|l| !l.trim().is_empty()).collect()
+}
+
+#[test]
+fn check_reports_every_problem_at_once_each_naming_its_key() {
+    // A fresh card with three different mistakes: one round of edits must be enough.
+    let three = GOOD
+        .replace("https://shop.example.com", "https://your-domain.example")
+        .replace("9f86d081884c7d659a2feaa0c55ad015", "abc")
+        .replace("[storage]", "[log]\nlevel = \"loud\"\n[storage]");
+    let (code, out, err) = check(&three);
+    assert_eq!(code, 1, "{out}{err}");
+    let lines = error_lines(&err);
+    assert_eq!(lines.len(), 3, "one line per problem: {err}");
+    for (line, key) in lines.iter().zip(["public_url", "twilio.auth_token", "log.level"]) {
+        assert!(line.starts_with("error: config key `") && line.contains(key), "{key}: {err}");
+    }
+    // `serve` refuses with the same list (and the config exit status).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("callbox.toml");
+    std::fs::write(&path, &three).unwrap();
+    let out = callbox().arg("serve").arg("--config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in ["public_url", "twilio.auth_token", "log.level"] {
+        assert!(err.lines().any(|l| l.starts_with("error: ") && l.contains(key)), "{key}: {err}");
+    }
+}
+
+#[test]
+fn check_refuses_template_and_malformed_secrets() {
+    for (from, to, key, says) in [
+        ("9f86d081884c7d659a2feaa0c55ad015", "abc", "twilio.auth_token", "32 hexadecimal"),
+        ("9f86d081884c7d659a2feaa0c55ad015", "your-twilio-auth-token", "twilio.auth_token", "32 hexadecimal"),
+        ("9f86d081884c7d659a2feaa0c55ad015", "00000000000000000000000000000000", "twilio.auth_token", "32 hexadecimal"),
+        ("owner-secret-0123456789", "CHANGE-ME-CHANGE-ME", "admin.token", "template"),
+        ("owner-secret-0123456789", "your-admin-token-here", "admin.token", "template"),
+        ("owner-secret-0123456789", "xxxxxxxxxxxxxxxxxxxx", "admin.token", "template"),
+        ("owner-secret-0123456789", "…", "admin.token", "16 characters"),
+    ] {
+        let (code, out, err) = check(&GOOD.replace(from, to));
+        assert_eq!(code, 1, "{to}: {out}{err}");
+        assert!(err.contains(key) && err.contains(says), "{to}: {err}");
+    }
+    // The shipped template, unedited, is refused for each value still to fill in, and so is
+    // the README's example contact.
+    let template =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/image/callbox.toml.template")).unwrap();
+    let (code, _, err) = check(&template);
+    assert_eq!(code, 1);
+    for key in ["public_url", "admin.token", "twilio.auth_token"] {
+        assert!(error_lines(&err).iter().any(|l| l.contains(key)), "{key}: {err}");
+    }
+    let readme_contact =
+        GOOD.replace("[storage]", "[tls]\nmode = \"acme\"\n[tls.acme]\ncontact = \"owner@your-shop.com\"\n[storage]");
+    let (code, _, err) = check(&readme_contact);
+    assert_eq!(code, 1);
+    assert!(err.contains("tls.acme.contact"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,4 +230,72 @@ fn indicate_fault_uses_the_pins_of_a_broken_config_and_stops_on_sigterm() {
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("showing the fault pattern (simulated)"), "{err}");
+}
+
+/// `callbox serve --config FILE` on loopback port 0, killed on drop.
+struct ConfiguredBox {
+    child: std::process::Child,
+    public: std::net::SocketAddr,
+}
+
+impl ConfiguredBox {
+    fn start(config: &std::path::Path) -> Self {
+        use std::io::BufRead as _;
+        let mut child = callbox()
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let public = loop {
+            let line = lines.next().expect("serve exited before printing its addresses").unwrap();
+            if line.contains("public listener") {
+                break line.rsplit(' ').next().unwrap().trim_start_matches("http://").parse().unwrap();
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, public }
+    }
+}
+
+impl Drop for ConfiguredBox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn simulate_call_rehearses_against_the_boxs_own_config() {
+    // The box as installed behind a TLS-terminating tunnel: it checks signatures against
+    // https://shop.example.com while the installer reaches it on loopback.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("callbox.toml");
+    let config = GOOD.replace("/var/lib/callbox", &dir.path().join("data").display().to_string())
+        + "[indicators]\nleds = \"sim\"\nspeaker = \"sim\"\n";
+    std::fs::write(&path, config).unwrap();
+    let server = ConfiguredBox::start(&path);
+    let url = format!("http://{}", server.public);
+
+    let out = callbox()
+        .args(["simulate-call", "--fast", "--seconds", "0.5", "--dtmf", "#@0.4", "--url", &url, "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let transcript = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{transcript}");
+    assert!(transcript.contains("wss://shop.example.com/api/v1/voice/media-stream"), "{transcript}");
+    assert!(transcript.contains("completed"), "{transcript}");
+
+    // The same token signed over the loopback URL is what Twilio would never send: refused.
+    let out = callbox()
+        .args(["simulate-call", "--fast", "--seconds", "0.5", "--url", &url, "--auth-token"])
+        .arg("9f86d081884c7d659a2feaa0c55ad015")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("403"), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -252,7 +252,7 @@ fn firstboot(boot: &Path, etc: &Path) -> Output {
 }
 
 const GOOD: &str = "public_url = \"https://calls.bobs-garage.com\"\n\n[admin]\ntoken = \"0123456789abcdef-admin\"\n\n\
-                    [twilio]\nauth_token = \"twilio-test-token\"\n\n[storage]\ndir = \"/var/lib/callbox\"\n";
+                    [twilio]\nauth_token = \"b026324c6904b2a9cb4b88d6d61c81d1\"\n\n[storage]\ndir = \"/var/lib/callbox\"\n";
 
 #[test]
 fn first_boot_imports_protects_and_validates_the_owners_config() {

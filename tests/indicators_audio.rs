@@ -28,7 +28,7 @@ fn config_file(dir: &Path) -> std::path::PathBuf {
         format!(
             r#"public_url = "https://shop.example.com"
 [twilio]
-auth_token = "test-auth-token"
+auth_token = "7d793037a0760186574b0282f2f435e7"
 [admin]
 token = "test-admin-token-0123456789"
 [storage]

@@ -411,3 +411,164 @@ async fn external_account_binding_is_sent_when_the_ca_requires_it() {
     incoming_call_over(&server, &mut conn, "CA7401").await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_corrected_config_or_retry_now_is_not_held_back_by_the_old_backoff() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let pebble =
+        Pebble::start(PebbleOpts { tls_port: port, http_port: free_port(), validity_secs: 7_776_000, eab: false })
+            .await;
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let base = acme_config(&pebble, AcmeChallenge::TlsAlpn01, 0);
+    let wrong = format!("https://127.0.0.1:{}/nope", pebble.acme_port);
+    // A failure earns an hour's wait, kept on disk.
+    let failing = |retry_now: bool| {
+        let (base, wrong) = (base.clone(), wrong.clone());
+        move |c: &mut Config| {
+            base(c);
+            c.tls.acme.directory = wrong;
+            c.tls.acme.retry_initial_secs = 3600;
+            c.tls.acme.retry_max_secs = 3600;
+            c.tls.acme.retry_now = retry_now;
+        }
+    };
+
+    // A directory URL that is not one says so, not "invalid type: integer 404".
+    let server = TestServer::start_tls(dir.clone(), listener, failing(false)).await.unwrap();
+    let s = server.wait_tls("the first failure", |s| s.failures == 1).await;
+    let error = s.last_error.unwrap();
+    assert!(error.contains(&format!("no ACME directory at {wrong} (HTTP 404)")), "{error}");
+    let first_attempt = s.last_attempt.unwrap();
+    let dir = server.stop().await;
+
+    // `serve --acme-retry-now`: the stored hour is forgotten, the box tries again at once.
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let server = TestServer::start_tls(dir.clone(), listener, failing(true)).await.unwrap();
+    let s = server
+        .wait_tls("an immediate retry, failed", |s| {
+            s.failures == 1 && s.last_attempt.is_some_and(|t| t > first_attempt)
+        })
+        .await;
+    assert!(s.last_error.is_some(), "{s:?}");
+    let dir = server.stop().await;
+
+    // The owner fixes the directory and restarts: the backoff earned by the wrong URL is
+    // reset, and the certificate comes now rather than in an hour.
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let server = TestServer::start_tls(dir.clone(), listener, |c| {
+        base(c);
+        c.tls.acme.retry_initial_secs = 3600;
+        c.tls.acme.retry_max_secs = 3600;
+    })
+    .await
+    .unwrap();
+    let s = server.wait_tls("a certificate from the corrected directory", |s| s.certificate.is_some()).await;
+    assert_eq!(s.failures, 0);
+    let dir = server.stop().await;
+
+    // Someone loosened the key while debugging: the next start puts it back to 0600.
+    let tls_dir = dir.path().join("tls");
+    for f in ["key.pem", "account.json"] {
+        std::fs::set_permissions(tls_dir.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let server = TestServer::start_tls(dir.clone(), listener, base.clone()).await.unwrap();
+    for f in ["key.pem", "account.json"] {
+        let mode = std::fs::metadata(tls_dir.join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
+    server.stop().await;
+}
+
+/// Accepts any server certificate: to talk to a box that serves an expired one.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// `GET /healthz` on the box's TLS listener, whatever certificate it serves.
+async fn public_health(addr: std::net::SocketAddr) -> Reply {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(DOMAIN).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/healthz")
+        .header("host", DOMAIN)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+    Reply { status, headers, body }
+}
+
+#[tokio::test]
+async fn an_expired_certificate_still_served_makes_health_degraded() {
+    // The stored certificate ran out while the box could not renew (here: no CA at all).
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let tls_dir = dir.path().join("tls");
+    std::fs::create_dir_all(&tls_dir).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![DOMAIN.to_owned()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2020, 4, 1);
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(tls_dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(tls_dir.join("key.pem"), key.serialize_pem()).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = TestServer::start_tls(dir, listener, |c| {
+        c.tls.mode = TlsMode::Acme;
+        c.tls.acme.directory = format!("https://127.0.0.1:{}/dir", free_port());
+        c.tls.acme.retry_initial_secs = 3600;
+        c.tls.acme.retry_max_secs = 3600;
+    })
+    .await
+    .unwrap();
+    let s = server.wait_tls("the stored certificate", |s| s.certificate.is_some()).await;
+    assert!(s.expired(jiff::Timestamp::now()));
+    let reply = public_health(server.public).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.text());
+    assert_eq!(reply.json()["status"], "degraded");
+    assert_eq!(server.admin_get("/api/v1/health", true).await.json()["tls_fault"], true);
+    server.stop().await;
+}

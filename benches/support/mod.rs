@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// The domain of the bench box's certificate and public_url.
 pub const DOMAIN: &str = "shop.example.com";
 /// The bench box's Twilio auth token.
-pub const AUTH_TOKEN: &str = "bench-auth-token-0123456789";
+pub const AUTH_TOKEN: &str = "26ab0db90d72e28ad0ba1e22ee510510";
 /// The bench box's admin token.
 pub const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 

@@ -84,9 +84,19 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            print_config_error(&e, false);
             ExitCode::FAILURE
         }
+    }
+}
+
+/// One `error:` line per problem, each naming its key (and the log too, for `serve`).
+fn print_config_error(e: &config::ConfigError, log: bool) {
+    for problem in e.problems() {
+        if log {
+            log::error!("configuration error: {problem}");
+        }
+        eprintln!("error: {problem}");
     }
 }
 
@@ -99,9 +109,8 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if e.downcast_ref::<config::ConfigError>().is_some() {
-                log::error!("configuration error: {e:#}");
-                eprintln!("error: {e:#}");
+            if let Some(config_error) = e.downcast_ref::<config::ConfigError>() {
+                print_config_error(config_error, true);
                 return ExitCode::from(EXIT_CONFIG);
             }
             eprintln!("error: {e:#}");

@@ -28,6 +28,10 @@ pub(super) struct ServeArgs {
     /// Bind the admin listener here instead of `admin.listen`.
     #[arg(long)]
     admin_listen: Option<SocketAddr>,
+    /// ACME mode: forget the retry backoff stored from earlier failures and order at once
+    /// (after fixing DNS or port forwarding; a running box does the same on SIGHUP).
+    #[arg(long)]
+    acme_retry_now: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -57,7 +61,8 @@ pub(super) fn dev_config(data_dir: &Path, env: &EnvSecrets) -> anyhow::Result<Co
 }
 
 pub(super) fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let config = args.source.load()?;
+    let mut config = args.source.load()?;
+    config.tls.acme.retry_now = args.acme_retry_now;
     crate::logging::init(&config.log.level);
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;

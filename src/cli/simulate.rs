@@ -5,24 +5,35 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
-use super::ConfigSource;
-use crate::config::{ENV_TWILIO_AUTH_TOKEN, EnvSecrets};
+use crate::config::{Config, ENV_TWILIO_AUTH_TOKEN, EnvSecrets};
 use crate::simulate::{self, CallerAudio, Options};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct SimulateArgs {
-    /// The box's public URL exactly as its `public_url` says (requests are signed over it),
-    /// e.g. the `public_url` line `callbox serve --dev` prints.
+    /// Where to reach the box over plain HTTP, e.g. the `public_url` line `callbox serve --dev`
+    /// prints, or http://127.0.0.1:PORT on the box itself.
     #[arg(long)]
     url: String,
-    /// Open the media stream here instead of the TwiML's wss:// URL (e.g. ws://127.0.0.1:8080/api/v1/voice/media-stream in dev mode).
+    /// The box's `public_url`, which Twilio signs over (default: from --config, else --url).
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Open the media stream here (default: the TwiML's stream path on --url, as ws://).
     #[arg(long)]
     stream_url: Option<String>,
-    /// The Twilio auth token the box checks signatures with (default: from the environment, or the dev data dir with --dev).
+    /// The Twilio auth token the box checks signatures with (default: from the environment,
+    /// --config, or the dev data dir with --dev).
     #[arg(long, env = ENV_TWILIO_AUTH_TOKEN, hide_env_values = true)]
     auth_token: Option<String>,
-    #[command(flatten)]
-    source: ConfigSource,
+    /// The box's config file: take public_url and twilio.auth_token from it, to rehearse a call
+    /// against the real configuration.
+    #[arg(long, short, conflicts_with = "dev")]
+    config: Option<PathBuf>,
+    /// Rehearse against `callbox serve --dev`: the auth token comes from its data dir.
+    #[arg(long)]
+    dev: bool,
+    /// Data directory of the dev box.
+    #[arg(long, default_value = "./callbox-data", requires = "dev")]
+    data_dir: PathBuf,
     /// Caller number.
     #[arg(long, default_value = "+15035550123")]
     from: String,
@@ -67,22 +78,31 @@ fn parse_dtmf(s: &str) -> Result<Keys, String> {
 }
 
 pub(super) fn run(args: SimulateArgs) -> anyhow::Result<()> {
+    // The box's own file, validated as the box would: a rehearsal against a config the box
+    // refuses would prove nothing.
+    let box_config = match &args.config {
+        Some(path) => Some(Config::load(path, &EnvSecrets::from_process())?),
+        None => None,
+    };
     let auth_token = match &args.auth_token {
         Some(t) if !t.trim().is_empty() => t.trim().to_owned(),
-        _ if args.source.dev => super::serve::dev_config(&args.source.data_dir, &EnvSecrets::from_process())?
-            .twilio
-            .auth_token
-            .expose()
-            .to_owned(),
+        _ if box_config.is_some() => {
+            box_config.as_ref().map(|c| c.twilio.auth_token.expose().to_owned()).unwrap_or_default()
+        }
+        _ if args.dev => {
+            super::serve::dev_config(&args.data_dir, &EnvSecrets::from_process())?.twilio.auth_token.expose().to_owned()
+        }
         _ => bail!(
-            "no auth token: pass --auth-token, set {ENV_TWILIO_AUTH_TOKEN}, or use --dev --data-dir <the box's dev data dir>"
+            "no auth token: pass --auth-token, set {ENV_TWILIO_AUTH_TOKEN}, use --config <the box's callbox.toml>, or --dev --data-dir <the box's dev data dir>"
         ),
     };
+    let public_url = args.public_url.clone().or_else(|| box_config.as_ref().map(|c| c.public_url.origin()));
     if !(0.02..=3600.0).contains(&args.seconds) {
         bail!("--seconds must be from 0.02 to 3600");
     }
     let opts = Options {
         box_url: args.url.clone(),
+        public_url,
         stream_url: args.stream_url.clone(),
         auth_token,
         from: args.from.clone(),

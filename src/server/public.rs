@@ -70,7 +70,9 @@ fn health(app: &App, method: &Method) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
         return h::text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
     }
-    let ok = !app.store_failed.load(std::sync::atomic::Ordering::Relaxed);
+    // An expired certificate is an outage too: Twilio's handshakes fail.
+    let ok = !app.store_failed.load(std::sync::atomic::Ordering::Relaxed)
+        && !app.tls.status().borrow().expired(jiff::Timestamp::now());
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     h::json(status, &serde_json::json!({ "status": if ok { "ok" } else { "degraded" } }))
 }

@@ -28,7 +28,7 @@ use super::clock;
 use super::http01::Http01Tokens;
 use super::resolver::{CertResolver, LoadedCert, challenge_cert, load_pem};
 use super::status::TlsStatus;
-use super::storage::{ACCOUNT_FILE, AcmeState, CERT_FILE, KEY_FILE, StoredAccount, TlsDir};
+use super::storage::{ACCOUNT_FILE, AcmeState, AttemptKey, CERT_FILE, KEY_FILE, StoredAccount, TlsDir};
 use crate::config::{AcmeChallenge, Config};
 
 /// How often a too-early clock is looked at again.
@@ -59,6 +59,7 @@ pub struct AcmeSettings {
     retry_initial: Duration,
     retry_max: Duration,
     check_interval: Duration,
+    retry_now: bool,
 }
 
 impl AcmeSettings {
@@ -86,7 +87,17 @@ impl AcmeSettings {
             retry_initial: Duration::from_secs(a.retry_initial_secs),
             retry_max: Duration::from_secs(a.retry_max_secs),
             check_interval: Duration::from_secs(a.check_interval_secs),
+            retry_now: a.retry_now,
         })
+    }
+
+    /// What an order with these settings asks the CA for.
+    fn attempt_key(&self) -> AttemptKey {
+        AttemptKey {
+            directory: self.directory.clone(),
+            domains: self.domains.clone(),
+            challenge: challenge_name(self.challenge).to_owned(),
+        }
     }
 }
 
@@ -121,6 +132,8 @@ pub struct AcmeManager {
     ari: Option<AriPlan>,
     ari_unsupported: bool,
     last_logged_plan: Option<Timestamp>,
+    expiry_logged: bool,
+    hangup: Option<tokio::signal::unix::Signal>,
 }
 
 impl AcmeManager {
@@ -145,7 +158,24 @@ impl AcmeManager {
             ari: None,
             ari_unsupported: false,
             last_logged_plan: None,
+            expiry_logged: false,
+            hangup: None,
         };
+        // A backoff earned by another request (the owner fixed the directory, the names or
+        // the challenge and restarted) must not delay the corrected one for hours.
+        let wanted = me.settings.attempt_key();
+        if let Some(old) = me.state.attempted.clone()
+            && old != wanted
+        {
+            me.reset_backoff(&format!(
+                "[tls.acme] changed since the last attempt (was {} for {} by {})",
+                old.directory,
+                old.domains.join(", "),
+                old.challenge
+            ));
+        } else if me.settings.retry_now {
+            me.reset_backoff("--acme-retry-now");
+        }
         match me.load_stored() {
             Ok(Some(loaded)) => {
                 log::info!(
@@ -167,6 +197,49 @@ impl AcmeManager {
         }
         me.publish();
         me
+    }
+
+    /// Lets SIGHUP cut a retry backoff short (`systemctl kill -s HUP callbox` after fixing DNS
+    /// or port forwarding); registered by the caller so an early signal cannot kill the box.
+    pub fn with_hangup(mut self, hangup: Option<tokio::signal::unix::Signal>) -> Self {
+        self.hangup = hangup;
+        self
+    }
+
+    /// Forgets failures in a row and the wait they earned; the next order is due at once.
+    fn reset_backoff(&mut self, why: &str) {
+        if self.state.failures == 0 && self.state.next_attempt.is_none() {
+            log::info!("tls: {why}; no retry backoff to reset");
+            return;
+        }
+        log::info!(
+            "tls: {why}; resetting the retry backoff ({} failure(s) in a row, next attempt was {})",
+            self.state.failures,
+            self.state.next_attempt.map(|t| t.to_string()).unwrap_or_else(|| "not set".into())
+        );
+        self.state.failures = 0;
+        self.state.next_attempt = None;
+        if let Err(e) = self.dir.save_state(&self.state) {
+            log::warn!("tls: {e}");
+        }
+        self.last_logged_plan = None;
+        self.publish();
+    }
+
+    /// Says loudly, once per certificate, that the one being served has expired.
+    fn check_expiry(&mut self, now: Timestamp) {
+        let Some(c) = &self.current else { return };
+        if c.summary.not_after > now || self.expiry_logged {
+            return;
+        }
+        self.expiry_logged = true;
+        log::error!(
+            "tls: the certificate for {} expired at {}; Twilio refuses it until a new one is issued ({} order(s) failed in a row{})",
+            c.summary.domains.join(", "),
+            c.summary.not_after,
+            self.state.failures,
+            self.state.last_error.as_deref().map(|e| format!(", last: {e}")).unwrap_or_default()
+        );
     }
 
     fn load_stored(&self) -> Result<Option<LoadedCert>, TlsError> {
@@ -211,6 +284,7 @@ impl AcmeManager {
                 self.status.send_modify(|s| s.waiting_for = None);
             }
 
+            self.check_expiry(now);
             let plan = tokio::select! {
                 p = self.plan(now) => p,
                 () = shutdown.cancelled() => return,
@@ -230,8 +304,10 @@ impl AcmeManager {
                 }
                 let wake = at.min(plan.recheck).min(add(now, self.settings.check_interval));
                 let wait = now.duration_until(wake).unsigned_abs().max(Duration::from_millis(10));
-                if sleep_or_cancel(wait, &shutdown).await {
-                    return;
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = shutdown.cancelled() => return,
+                    Some(()) = next_hangup(&mut self.hangup) => self.reset_backoff("SIGHUP received"),
                 }
                 continue;
             }
@@ -259,6 +335,7 @@ impl AcmeManager {
     /// Records the attempt and its would-be backoff on disk *before* talking to the CA.
     fn begin_attempt(&mut self, now: Timestamp) {
         self.state.last_attempt = Some(now);
+        self.state.attempted = Some(self.settings.attempt_key());
         self.state.next_attempt = Some(add(now, self.backoff(self.state.failures + 1)));
         self.state.failures += 1;
         if let Err(e) = self.dir.save_state(&self.state) {
@@ -278,6 +355,7 @@ impl AcmeManager {
         );
         self.resolver.set_current(loaded.key.clone());
         self.current = Some(loaded);
+        self.expiry_logged = false;
         self.ari = None;
         self.state.failures = 0;
         self.state.next_attempt = None;
@@ -434,19 +512,21 @@ impl AcmeManager {
     }
 
     fn builder(&self) -> Result<AccountBuilder, TlsError> {
-        let Some(path) = &self.settings.roots else {
-            return Account::builder().map_err(|e| acme_err("setting up the HTTPS client", e));
-        };
-        let pem = std::fs::read(path).map_err(|source| TlsError::Storage { path: path.clone(), source })?;
-        let roots = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TlsError::Pem { path: path.clone(), problem: format!("not PEM certificates ({e})") })?;
-        if roots.is_empty() {
-            return Err(TlsError::Pem { path: path.clone(), problem: "contains no CERTIFICATE block".into() });
-        }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(roots, provider.clone())
-            .map_err(|e| TlsError::Internal(format!("certificate verifier: {e}")))?;
+        let verifier = match &self.settings.roots {
+            None => rustls_platform_verifier::Verifier::new(provider.clone()),
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|source| TlsError::Storage { path: path.clone(), source })?;
+                let roots = CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>().map_err(|e| {
+                    TlsError::Pem { path: path.clone(), problem: format!("not PEM certificates ({e})") }
+                })?;
+                if roots.is_empty() {
+                    return Err(TlsError::Pem { path: path.clone(), problem: "contains no CERTIFICATE block".into() });
+                }
+                rustls_platform_verifier::Verifier::new_with_extra_roots(roots, provider.clone())
+            }
+        }
+        .map_err(|e| TlsError::Internal(format!("certificate verifier: {e}")))?;
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Internal(format!("TLS client: {e}")))?
@@ -457,7 +537,10 @@ impl AcmeManager {
             hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_only().enable_http1().build();
         let client: hyper_util::client::legacy::Client<_, instant_acme::BodyWrapper<Bytes>> =
             hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
-        Ok(Account::builder_with_http(Box::new(client)))
+        Ok(Account::builder_with_http(Box::new(DirectoryProbe {
+            inner: Box::new(client),
+            directory: self.settings.directory.clone(),
+        })))
     }
 
     /// The ACME account: from memory, from disk, or newly created (and stored).
@@ -587,6 +670,51 @@ impl AcmeManager {
             challenge.set_ready().await.map_err(|e| acme_err("starting validation", e))?;
         }
         Ok(())
+    }
+}
+
+/// instant-acme parses whatever the directory URL answers as the directory, so a 404 page
+/// surfaces as "invalid type: integer 404"; this turns an error status there into words.
+struct DirectoryProbe {
+    inner: Box<dyn instant_acme::HttpClient>,
+    directory: String,
+}
+
+/// The directory URL answered with an error status.
+#[derive(Debug, thiserror::Error)]
+#[error("no ACME directory at {url} (HTTP {status})")]
+struct NoDirectory {
+    url: String,
+    status: u16,
+}
+
+impl instant_acme::HttpClient for DirectoryProbe {
+    fn request(
+        &self,
+        req: http::Request<instant_acme::BodyWrapper<Bytes>>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<instant_acme::BytesResponse, instant_acme::Error>> + Send>,
+    > {
+        let is_directory = req.method() == http::Method::GET
+            && req.uri().to_string().trim_end_matches('/') == self.directory.trim_end_matches('/');
+        let url = self.directory.clone();
+        let response = self.inner.request(req);
+        Box::pin(async move {
+            let response = response.await?;
+            let status = response.parts.status;
+            if is_directory && !status.is_success() {
+                return Err(instant_acme::Error::Other(Box::new(NoDirectory { url, status: status.as_u16() })));
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// The next SIGHUP, or never when none is watched.
+async fn next_hangup(hangup: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match hangup {
+        Some(h) => h.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -204,7 +204,8 @@ impl Tls {
                     }
                     None => None,
                 };
-                let manager = acme::AcmeManager::new(settings, dir, resolver.clone(), http01, tx);
+                let manager = acme::AcmeManager::new(settings, dir, resolver.clone(), http01, tx)
+                    .with_hangup(files::hangup_signal());
                 tracker.spawn(manager.run(shutdown.clone()));
             }
         }

@@ -55,6 +55,9 @@ impl TlsStatus {
     /// certificate, or it has expired, or (`files`) the last reload failed, or (`acme`)
     /// [`FAULT_AFTER_FAILURES`] orders failed in a row.
     pub fn fault(&self, now: Timestamp) -> bool {
+        if self.expired(now) {
+            return true;
+        }
         let failing = match self.mode {
             "files" => self.last_error.is_some(),
             "acme" => self.failures >= FAULT_AFTER_FAILURES,
@@ -64,6 +67,14 @@ impl TlsStatus {
             None => true,
             Some(c) => c.not_after <= now || failing,
         }
+    }
+}
+
+impl TlsStatus {
+    /// True while the certificate served has expired: every client, Twilio included, refuses
+    /// the handshake, so the box is not doing its job even though it runs.
+    pub fn expired(&self, now: Timestamp) -> bool {
+        self.mode != "off" && self.certificate.as_ref().is_some_and(|c| c.not_after <= now)
     }
 }
 

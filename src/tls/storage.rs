@@ -35,6 +35,21 @@ pub struct AcmeState {
     pub last_success: Option<Timestamp>,
     /// Last failure's message.
     pub last_error: Option<String>,
+    /// What the last attempt asked for; when the configuration asks for something else, the
+    /// backoff earned by the old request no longer applies.
+    #[serde(default)]
+    pub attempted: Option<AttemptKey>,
+}
+
+/// The parts of `[tls.acme]` an order depends on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptKey {
+    /// Directory URL.
+    pub directory: String,
+    /// Names ordered.
+    pub domains: Vec<String>,
+    /// `tls-alpn-01` or `http-01`.
+    pub challenge: String,
 }
 
 /// Account credentials as stored.
@@ -53,13 +68,34 @@ pub struct TlsDir {
 }
 
 impl TlsDir {
-    /// Creates (0700) or opens `<storage>/tls`, tightening permissions left too open.
+    /// Creates (0700) or opens `<storage>/tls`, tightening permissions left too open (on the
+    /// directory and on every file in it: the key and account credentials are secrets).
     pub fn open(storage: &Path) -> Result<Self, TlsError> {
         let dir = storage.join("tls");
         let io = |source| TlsError::Storage { path: dir.clone(), source };
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io)?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
-        Ok(Self { dir })
+        let me = Self { dir };
+        for name in [ACCOUNT_FILE, CERT_FILE, KEY_FILE, STATE_FILE] {
+            me.restrict(name)?;
+        }
+        Ok(me)
+    }
+
+    /// Puts a file someone loosened (e.g. `chmod 644` while debugging) back to 0600, and says so.
+    fn restrict(&self, name: &str) -> Result<(), TlsError> {
+        let path = self.path(name);
+        let mode = match std::fs::metadata(&path) {
+            Ok(m) => m.permissions().mode() & 0o777,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(TlsError::Storage { path, source }),
+        };
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|source| TlsError::Storage { path: path.clone(), source })?;
+            log::warn!("tls: {} was mode {mode:04o} (readable by others); restored 0600", path.display());
+        }
+        Ok(())
     }
 
     /// Path of a file in the directory.

@@ -24,7 +24,7 @@ use callbox::server::{App, Server};
 use callbox::twilio::signature;
 
 /// The dev-style auth token every test server uses.
-pub const AUTH_TOKEN: &str = "test-auth-token-0123456789abcdef";
+pub const AUTH_TOKEN: &str = "e3b0c44298fc1c149afbf4c8996fb924";
 /// The admin token every test server uses.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
