@@ -279,6 +279,41 @@ async fn csv_export_neutralises_formulas_and_keeps_phone_numbers_text() {
     }
 }
 
+#[tokio::test]
+async fn csv_dates_beyond_what_the_box_can_represent_are_clamped() {
+    let server = TestServer::start().await;
+    let params = incoming_params("CA8500");
+    assert_eq!(server.post_signed("/api/v1/webhooks/incoming-call", &refs(&params)).await.status, StatusCode::OK);
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let rows = |r: &Reply| -> Vec<String> {
+        csv::Reader::from_reader(r.body.as_ref()).records().map(|r| r.unwrap()[0].to_owned()).collect()
+    };
+    // "Everything up to the end of time" includes today's call.
+    for query in [
+        "to=9999-12-31",
+        "from=0001-01-01&to=9999-12-31",
+        "from=-009999-01-01&to=9999-12-31",
+        "to=9999-12-31T23:59:59Z",
+        "from=-009999-01-01T00:00:00Z",
+    ] {
+        let r =
+            admin(&server, Method::GET, &format!("/api/v1/calls.csv?{query}"), &[("authorization", &auth)], "").await;
+        assert_eq!(r.status, StatusCode::OK, "{query}: {}", r.text());
+        assert_eq!(rows(&r), ["CA8500"], "{query}");
+    }
+    // A range wholly beyond the representable end is empty, not an error.
+    let r =
+        admin(&server, Method::GET, "/api/v1/calls.csv?from=9999-12-31&to=9999-12-31", &[("authorization", &auth)], "")
+            .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(rows(&r).is_empty());
+    // An inverted range is still refused.
+    let r =
+        admin(&server, Method::GET, "/api/v1/calls.csv?from=9999-12-31&to=2026-01-01", &[("authorization", &auth)], "")
+            .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
 /// A minimal valid WAV (8 kHz mono 16-bit) of `samples` samples.
 pub fn wav_bytes(samples: usize) -> Vec<u8> {
     let data_len = (samples * 2) as u32;
