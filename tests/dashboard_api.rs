@@ -314,6 +314,49 @@ async fn csv_dates_beyond_what_the_box_can_represent_are_clamped() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
 
+#[tokio::test]
+async fn head_is_answered_like_get_without_a_body() {
+    let server = TestServer::start().await;
+    let params = incoming_params("CA8600");
+    assert_eq!(server.post_signed("/api/v1/webhooks/incoming-call", &refs(&params)).await.status, StatusCode::OK);
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let with_token = [("authorization", auth.as_str())];
+    for (path, headers) in [
+        ("/healthz", &[][..]),
+        ("/login", &[][..]),
+        ("/assets/style.css", &[][..]),
+        ("/assets/app.js", &[][..]),
+        ("/", &with_token[..]),
+        ("/api/v1/calls", &with_token[..]),
+        ("/api/v1/calls/CA8600", &with_token[..]),
+        ("/api/v1/calls.csv", &with_token[..]),
+        ("/api/v1/health", &with_token[..]),
+        ("/api/v1/indicators", &with_token[..]),
+        ("/api/v1/session", &with_token[..]),
+        ("/metrics", &with_token[..]),
+        ("/api/v1/events", &with_token[..]),
+    ] {
+        let head =
+            tokio::time::timeout(std::time::Duration::from_secs(10), admin(&server, Method::HEAD, path, headers, ""))
+                .await
+                .unwrap_or_else(|_| panic!("HEAD {path} was not answered"));
+        assert_eq!(head.status, StatusCode::OK, "HEAD {path}");
+        assert!(head.body.is_empty(), "HEAD {path} sent a body");
+        if path == "/api/v1/events" {
+            assert_eq!(head.headers["content-type"], "text/event-stream");
+            continue;
+        }
+        let get = admin(&server, Method::GET, path, headers, "").await;
+        assert_eq!(head.headers.get("content-type"), get.headers.get("content-type"), "HEAD {path}");
+        if path.starts_with("/assets/") || path == "/login" || path == "/" {
+            assert_eq!(head.headers["content-length"], get.body.len().to_string().as_str(), "HEAD {path}");
+        }
+    }
+    // HEAD is no way around the token.
+    assert_eq!(admin(&server, Method::HEAD, "/api/v1/calls", &[], "").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(admin(&server, Method::HEAD, "/nope", &with_token, "").await.status, StatusCode::NOT_FOUND);
+}
+
 /// A minimal valid WAV (8 kHz mono 16-bit) of `samples` samples.
 pub fn wav_bytes(samples: usize) -> Vec<u8> {
     let data_len = (samples * 2) as u32;

@@ -23,7 +23,10 @@ pub const DEFAULT_PAGE: usize = 50;
 pub(super) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
-    match (&method, path.as_str()) {
+    // HEAD is GET without the body (RFC 9110): routed as GET; hyper leaves the body out and
+    // keeps the headers, Content-Length included.
+    let route = if method == Method::HEAD { Method::GET } else { method.clone() };
+    match (&route, path.as_str()) {
         (&Method::GET, "/healthz") => return h::json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
         (&Method::GET, "/login") => return dashboard::login_page(StatusCode::OK, ""),
         (&Method::POST, "/login") => return login(&app, req).await,
@@ -35,34 +38,44 @@ pub(super) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Bo
     }
     let Some(caller) = caller(&app, &req) else {
         // A browser asking for a page goes to the login form; everything else gets a 401.
-        if method == Method::GET && (path == "/" || path == "/index.html") {
+        if route == Method::GET && (path == "/" || path == "/index.html") {
             return redirect("/login");
         }
         let mut r = h::text(StatusCode::UNAUTHORIZED, "admin token required\n");
         r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"callbox\""));
         return r;
     };
-    if !matches!(method, Method::GET | Method::HEAD) && !same_site(&req, &caller) {
-        log::warn!("admin: refused a cross-site {method} {path}");
+    route_authenticated(&app, req, &route, &path, &caller).await
+}
+
+async fn route_authenticated(
+    app: &App,
+    req: Request<Incoming>,
+    route: &Method,
+    path: &str,
+    caller: &auth::Caller,
+) -> Response<Body> {
+    if !matches!(*route, Method::GET) && !same_site(&req, caller) {
+        log::warn!("admin: refused a cross-site {route} {path}");
         return h::text(StatusCode::FORBIDDEN, "cross-site request refused\n");
     }
-    if let Some(asset) = (method == Method::GET).then(|| dashboard::asset(&path)).flatten() {
+    if let Some(asset) = (*route == Method::GET).then(|| dashboard::asset(path)).flatten() {
         return asset;
     }
-    match (&method, path.as_str()) {
-        (&Method::GET, "/api/v1/calls") => list_calls(&app, req.uri()),
-        (&Method::GET, "/api/v1/calls.csv") => dashboard::csv(&app, req.uri()),
-        (&Method::GET, "/api/v1/health") => health(&app),
-        (&Method::GET, "/api/v1/events") => dashboard::events(&app),
-        (&Method::GET, "/api/v1/session") => session(&caller),
-        (&Method::GET, "/metrics") => dashboard::metrics(&app),
-        (&Method::POST, "/logout") => logout(&app, &caller),
+    match (route, path) {
+        (&Method::GET, "/api/v1/calls") => list_calls(app, req.uri()),
+        (&Method::GET, "/api/v1/calls.csv") => dashboard::csv(app, req.uri()),
+        (&Method::GET, "/api/v1/health") => health(app),
+        (&Method::GET, "/api/v1/events") => dashboard::events(app),
+        (&Method::GET, "/api/v1/session") => session(caller),
+        (&Method::GET, "/metrics") => dashboard::metrics(app),
+        (&Method::POST, "/logout") => logout(app, caller),
         (&Method::GET, "/api/v1/indicators") => h::json(StatusCode::OK, &app.indicators.snapshot()),
-        (_, "/api/v1/indicators/ack") => indicators_ack(&app, &method).await,
+        (_, "/api/v1/indicators/ack") => indicators_ack(app, req.method()).await,
         (&Method::GET, p) => match p.strip_prefix("/api/v1/calls/") {
             Some(rest) => match rest.split_once('/') {
-                None if !rest.is_empty() => get_call(&app, rest),
-                Some((sid, "recording")) if !sid.is_empty() => dashboard::recording(&app, sid, req.headers()).await,
+                None if !rest.is_empty() => get_call(app, rest),
+                Some((sid, "recording")) if !sid.is_empty() => dashboard::recording(app, sid, req.headers()).await,
                 _ => h::text(StatusCode::NOT_FOUND, "not found\n"),
             },
             None => h::text(StatusCode::NOT_FOUND, "not found\n"),
@@ -79,6 +92,10 @@ fn caller(app: &App, req: &Request<Incoming>) -> Option<auth::Caller> {
     }
     let cookies = req.headers().get(header::COOKIE).and_then(|v| v.to_str().ok())?;
     app.sessions.caller(auth::cookie(cookies, auth::COOKIE)?)
+}
+
+fn peer_ip(req: &Request<Incoming>) -> IpAddr {
+    req.extensions().get::<PeerAddr>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.0.ip())
 }
 
 /// A browser's state-changing request must echo the session's CSRF token and, when the
@@ -107,7 +124,7 @@ fn same_site(req: &Request<Incoming>, caller: &auth::Caller) -> bool {
 }
 
 async fn login(app: &App, req: Request<Incoming>) -> Response<Body> {
-    let ip = req.extensions().get::<PeerAddr>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.0.ip());
+    let ip = peer_ip(&req);
     let (parts, body) = req.into_parts();
     let body = match h::read_body(&parts.headers, body).await {
         Ok(b) => b,
