@@ -36,14 +36,24 @@ pub(super) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Bo
         }
         _ => {}
     }
-    let Some(caller) = caller(&app, &req) else {
-        // A browser asking for a page goes to the login form; everything else gets a 401.
-        if route == Method::GET && (path == "/" || path == "/index.html") {
-            return redirect("/login");
+    let caller = match caller(&app, &req) {
+        Ok(caller) => caller,
+        Err(Denied::TooMany(wait)) => {
+            let mut r = h::text(StatusCode::TOO_MANY_REQUESTS, "too many wrong admin tokens from this address; wait\n");
+            if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return r;
         }
-        let mut r = h::text(StatusCode::UNAUTHORIZED, "admin token required\n");
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"callbox\""));
-        return r;
+        Err(Denied::Anonymous) => {
+            // A browser asking for a page goes to the login form; everything else gets a 401.
+            if route == Method::GET && (path == "/" || path == "/index.html") {
+                return redirect("/login");
+            }
+            let mut r = h::text(StatusCode::UNAUTHORIZED, "admin token required\n");
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"callbox\""));
+            return r;
+        }
     };
     route_authenticated(&app, req, &route, &path, &caller).await
 }
@@ -84,14 +94,35 @@ async fn route_authenticated(
     }
 }
 
-fn caller(app: &App, req: &Request<Incoming>) -> Option<auth::Caller> {
-    if let Some(given) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        let expected = app.config.admin.token.expose().as_bytes();
-        let token = given.strip_prefix("Bearer ")?.trim();
-        return (!expected.is_empty() && bool::from(token.as_bytes().ct_eq(expected))).then_some(auth::Caller::Bearer);
+/// Why a request gets no access.
+enum Denied {
+    /// No credentials, or wrong ones.
+    Anonymous,
+    /// Too many wrong admin tokens from this address lately; wait this long.
+    TooMany(std::time::Duration),
+}
+
+/// Who sent `req`. An `Authorization` header is the admin token or a failed guess, counted
+/// against the client's address like a failed login; a stale session cookie is not (it is
+/// what every browser sends after a restart, and 256 random bits are not guessed).
+fn caller(app: &App, req: &Request<Incoming>) -> Result<auth::Caller, Denied> {
+    if let Some(given) = req.headers().get(header::AUTHORIZATION) {
+        let token = given.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map_or("", str::trim);
+        let ip = peer_ip(req);
+        return match app.sessions.check_token(ip, token, app.config.admin.token.expose()) {
+            auth::TokenCheck::Valid => Ok(auth::Caller::Bearer),
+            auth::TokenCheck::Wrong => {
+                log::warn!("admin: wrong Bearer token from {ip}");
+                Err(Denied::Anonymous)
+            }
+            auth::TokenCheck::TooMany(wait) => {
+                log::debug!("admin: Bearer token from {ip} refused unchecked: too many wrong ones");
+                Err(Denied::TooMany(wait))
+            }
+        };
     }
-    let cookies = req.headers().get(header::COOKIE).and_then(|v| v.to_str().ok())?;
-    app.sessions.caller(auth::cookie(cookies, auth::COOKIE)?)
+    let cookies = req.headers().get(header::COOKIE).and_then(|v| v.to_str().ok()).ok_or(Denied::Anonymous)?;
+    auth::cookie(cookies, auth::COOKIE).and_then(|id| app.sessions.caller(id)).ok_or(Denied::Anonymous)
 }
 
 fn peer_ip(req: &Request<Incoming>) -> IpAddr {
