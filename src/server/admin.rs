@@ -10,6 +10,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use subtle::ConstantTimeEq;
 
+use super::admission::Ticket;
 use super::http::{self as h, Body};
 use super::{App, PeerAddr};
 use crate::dashboard::{self, auth};
@@ -55,6 +56,10 @@ pub(super) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Bo
             return r;
         }
     };
+    // Before the work, so that a slow answer cannot lose the connection to eviction meanwhile.
+    if let Some(ticket) = req.extensions().get::<Arc<Ticket>>() {
+        ticket.authenticate();
+    }
     route_authenticated(&app, req, &route, &path, &caller).await
 }
 
