@@ -14,7 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// First wait after a failed `accept`; doubles up to [`MAX_ACCEPT_BACKOFF`].
-const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+pub(crate) const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 /// Longest wait after failed `accept`s (EMFILE under load): retry, never spin or exit.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -52,31 +52,47 @@ impl CappedListener {
             () = shutdown.cancelled() => return None,
         };
         loop {
-            tokio::select! {
-                r = self.listener.accept() => match r {
-                    Ok((stream, peer)) => {
-                        self.backoff = MIN_ACCEPT_BACKOFF;
-                        match self.per_address.take(peer.ip()) {
-                            Ok(address) => return Some((Slot { _total: permit, _address: address }, stream, peer)),
-                            Err(Refused { first }) => {
-                                // One line per episode, not one per connection of a flood.
-                                if first {
-                                    log::warn!(
-                                        "{} listener: {} already has {} connections open; refusing more until some close",
-                                        self.name, peer.ip(), self.per_address.max
-                                    );
-                                }
-                                drop(stream);
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        log::warn!("{} listener: accept failed: {e}; retrying in {:?}", self.name, self.backoff);
-                        tokio::time::sleep(self.backoff).await;
-                        self.backoff = (self.backoff * 2).min(MAX_ACCEPT_BACKOFF);
-                    }
-                },
+            let (stream, peer) = tokio::select! {
+                c = accept_retrying(self.name, &self.listener, &mut self.backoff) => c,
                 () = shutdown.cancelled() => return None,
+            };
+            match self.per_address.take(peer.ip()) {
+                Ok(address) => return Some((Slot { _total: permit, _address: address }, stream, peer)),
+                Err(Refused { first }) => {
+                    // One line per episode, not one per connection of a flood.
+                    if first {
+                        log::warn!(
+                            "{} listener: {} already has {} connections open; refusing more until some close",
+                            self.name,
+                            peer.ip(),
+                            self.per_address.max
+                        );
+                    }
+                    drop(stream);
+                }
+            }
+        }
+    }
+}
+
+/// The next connection on `listener`. A failed `accept` (EMFILE under load) is retried after
+/// `backoff`, which doubles up to [`MAX_ACCEPT_BACKOFF`]: never spin, never give up. Keep
+/// `backoff` across calls, starting at [`MIN_ACCEPT_BACKOFF`]. Cancel-safe.
+pub(crate) async fn accept_retrying(
+    name: &str,
+    listener: &TcpListener,
+    backoff: &mut Duration,
+) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => {
+                *backoff = MIN_ACCEPT_BACKOFF;
+                return accepted;
+            }
+            Err(e) => {
+                log::warn!("{name} listener: accept failed: {e}; retrying in {backoff:?}");
+                tokio::time::sleep(*backoff).await;
+                *backoff = (*backoff * 2).min(MAX_ACCEPT_BACKOFF);
             }
         }
     }
@@ -140,7 +156,7 @@ impl Drop for AddressSlot {
 
 /// The unit a client is counted by: its IPv4 address, or its IPv6 /64 (one host gets a whole
 /// /64 and can pick any address in it).
-fn address_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn address_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !((1u128 << 64) - 1))),

@@ -18,8 +18,12 @@ async fn call_data_needs_the_admin_token() {
         let reply = server.admin_get(path, false).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{path}");
         assert!(reply.headers.contains_key("www-authenticate"));
-        for bad in ["Bearer wrong-token", "Basic dGVzdA==", "Bearer ", &format!("bearer{ADMIN_TOKEN}")] {
-            let r = request(server.admin, Method::GET, path, &[("authorization", bad)], Bytes::new()).await;
+        for (i, bad) in
+            ["Bearer wrong-token", "Basic dGVzdA==", "Bearer ", &format!("bearer{ADMIN_TOKEN}")].iter().enumerate()
+        {
+            // Each from its own address: wrong tokens are rate-limited per address (admin_limits.rs).
+            let from = [127, 0, 1, 10 + i as u8];
+            let r = request_from_ip(from, server.admin, Method::GET, path, &[("authorization", bad)]).await;
             assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path} with {bad:?}");
         }
         // The public listener never serves it, token or not.

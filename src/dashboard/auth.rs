@@ -1,5 +1,7 @@
 //! Who may use the admin listener: the owner's browser (a session cookie from the login form,
 //! with a CSRF token for every state-changing request) or a script (`Authorization: Bearer`).
+//! Both present the admin token, and both draw on one budget of failures per client address,
+//! so a LAN host cannot guess the token through the header faster than through the form.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -14,9 +16,10 @@ pub const COOKIE: &str = "callbox_session";
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// Sessions kept at once; the oldest is dropped beyond this (a shop has a few devices).
 const MAX_SESSIONS: usize = 64;
-/// Failed logins allowed per client address per window before it must wait.
+/// Wrong admin tokens (login form or Bearer) allowed per client address per window before it
+/// must wait.
 const MAX_FAILURES: u32 = 5;
-/// The login rate-limit window.
+/// The rate-limit window for wrong admin tokens.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
 /// How a request proved it may use the admin API.
@@ -46,6 +49,17 @@ pub struct Sessions {
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
 }
 
+/// The outcome of presenting the admin token.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TokenCheck {
+    /// It is the admin token.
+    Valid,
+    /// It is not.
+    Wrong,
+    /// Too many wrong tokens from this address: not even looked at; try again after this long.
+    TooMany(Duration),
+}
+
 /// The outcome of a login attempt.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Login {
@@ -58,30 +72,45 @@ pub enum Login {
 }
 
 impl Sessions {
-    /// Checks `token` against the admin token for a client at `ip`.
-    pub fn login(&self, ip: IpAddr, token: &str, admin_token: &str) -> Login {
+    /// Checks `token` against the admin token for a client at `ip`, counting a wrong one
+    /// against the address (an IPv6 /64 counts as one, as it does for connection shares).
+    /// While the address is over its budget the token is not compared at all, so a guess that
+    /// happens to be right teaches the guesser nothing.
+    pub fn check_token(&self, ip: IpAddr, token: &str, admin_token: &str) -> TokenCheck {
+        let key = crate::net::address_key(ip);
         let now = Instant::now();
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((count, since)) = failures.get(&key)
+            && *count >= MAX_FAILURES
+            && now.duration_since(*since) < FAILURE_WINDOW
         {
-            let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((count, since)) = failures.get(&ip)
-                && *count >= MAX_FAILURES
-                && now.duration_since(*since) < FAILURE_WINDOW
-            {
-                return Login::TooMany(FAILURE_WINDOW - now.duration_since(*since));
-            }
+            return TokenCheck::TooMany(FAILURE_WINDOW - now.duration_since(*since));
         }
-        if admin_token.is_empty() || !bool::from(token.as_bytes().ct_eq(admin_token.as_bytes())) {
-            let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-            let entry = failures.entry(ip).or_insert((0, now));
-            if now.duration_since(entry.1) >= FAILURE_WINDOW {
-                *entry = (0, now);
-            }
-            entry.0 += 1;
-            // Forget stale entries so the map cannot grow without bound.
-            failures.retain(|_, (_, since)| now.duration_since(*since) < FAILURE_WINDOW);
-            return Login::Refused;
+        if !admin_token.is_empty() && bool::from(token.as_bytes().ct_eq(admin_token.as_bytes())) {
+            return TokenCheck::Valid;
         }
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&ip);
+        let entry = failures.entry(key).or_insert((0, now));
+        if now.duration_since(entry.1) >= FAILURE_WINDOW {
+            *entry = (0, now);
+        }
+        entry.0 += 1;
+        // Forget stale entries so the map cannot grow without bound.
+        failures.retain(|_, (_, since)| now.duration_since(*since) < FAILURE_WINDOW);
+        TokenCheck::Wrong
+    }
+
+    /// Checks `token` against the admin token for a client at `ip` and opens a session.
+    pub fn login(&self, ip: IpAddr, token: &str, admin_token: &str) -> Login {
+        match self.check_token(ip, token, admin_token) {
+            TokenCheck::Valid => {}
+            TokenCheck::Wrong => return Login::Refused,
+            TokenCheck::TooMany(wait) => return Login::TooMany(wait),
+        }
+        // A person who typed the token right gets a fresh budget for the next typo. (A Bearer
+        // success does not reset it: a script polling every few seconds would otherwise hand a
+        // guesser on the same address a new budget with every poll.)
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&crate::net::address_key(ip));
+        let now = Instant::now();
         let id = random_hex();
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         sessions.retain(|_, s| now.duration_since(s.created) < SESSION_LIFETIME);
@@ -136,6 +165,30 @@ mod tests {
         // Another address is not affected.
         let other: IpAddr = "192.0.2.8".parse().unwrap();
         assert!(matches!(s.login(other, "right-token-0123456", "right-token-0123456"), Login::Ok(_)));
+    }
+
+    #[test]
+    fn bearer_and_login_share_one_budget_per_address_and_ipv6_64() {
+        let s = Sessions::default();
+        let admin = "right-token-0123456";
+        let ip: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        for i in 0..MAX_FAILURES - 1 {
+            // Rotating addresses inside one /64 buys nothing.
+            let ip = IpAddr::V6(std::net::Ipv6Addr::from_bits(ip_bits(ip) + u128::from(i)));
+            assert_eq!(s.check_token(ip, "wrong", admin), TokenCheck::Wrong);
+        }
+        assert_eq!(s.login(ip, "wrong", admin), Login::Refused);
+        assert!(matches!(s.check_token(ip, admin, admin), TokenCheck::TooMany(_)));
+        assert_eq!(s.check_token("2001:db8:1:3::1".parse().unwrap(), admin, admin), TokenCheck::Valid);
+        // No admin token configured: nothing matches, not even an empty one.
+        assert_eq!(s.check_token("192.0.2.9".parse().unwrap(), "", ""), TokenCheck::Wrong);
+    }
+
+    fn ip_bits(ip: IpAddr) -> u128 {
+        match ip {
+            IpAddr::V6(v6) => v6.to_bits(),
+            IpAddr::V4(v4) => u128::from(v4.to_bits()),
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use subtle::ConstantTimeEq;
 
+use super::admission::Ticket;
 use super::http::{self as h, Body};
 use super::{App, PeerAddr};
 use crate::dashboard::{self, auth};
@@ -23,7 +24,10 @@ pub const DEFAULT_PAGE: usize = 50;
 pub(super) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
-    match (&method, path.as_str()) {
+    // HEAD is GET without the body (RFC 9110): routed as GET; hyper leaves the body out and
+    // keeps the headers, Content-Length included.
+    let route = if method == Method::HEAD { Method::GET } else { method.clone() };
+    match (&route, path.as_str()) {
         (&Method::GET, "/healthz") => return h::json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
         (&Method::GET, "/login") => return dashboard::login_page(StatusCode::OK, ""),
         (&Method::POST, "/login") => return login(&app, req).await,
@@ -33,36 +37,60 @@ pub(super) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Bo
         }
         _ => {}
     }
-    let Some(caller) = caller(&app, &req) else {
-        // A browser asking for a page goes to the login form; everything else gets a 401.
-        if method == Method::GET && (path == "/" || path == "/index.html") {
-            return redirect("/login");
+    let caller = match caller(&app, &req) {
+        Ok(caller) => caller,
+        Err(Denied::TooMany(wait)) => {
+            let mut r = h::text(StatusCode::TOO_MANY_REQUESTS, "too many wrong admin tokens from this address; wait\n");
+            if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return r;
         }
-        let mut r = h::text(StatusCode::UNAUTHORIZED, "admin token required\n");
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"callbox\""));
-        return r;
+        Err(Denied::Anonymous) => {
+            // A browser asking for a page goes to the login form; everything else gets a 401.
+            if route == Method::GET && (path == "/" || path == "/index.html") {
+                return redirect("/login");
+            }
+            let mut r = h::text(StatusCode::UNAUTHORIZED, "admin token required\n");
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"callbox\""));
+            return r;
+        }
     };
-    if !matches!(method, Method::GET | Method::HEAD) && !same_site(&req, &caller) {
-        log::warn!("admin: refused a cross-site {method} {path}");
+    // Before the work, so that a slow answer cannot lose the connection to eviction meanwhile.
+    if let Some(ticket) = req.extensions().get::<Arc<Ticket>>() {
+        ticket.authenticate();
+    }
+    route_authenticated(&app, req, &route, &path, &caller).await
+}
+
+async fn route_authenticated(
+    app: &App,
+    req: Request<Incoming>,
+    route: &Method,
+    path: &str,
+    caller: &auth::Caller,
+) -> Response<Body> {
+    if !matches!(*route, Method::GET) && !same_site(&req, caller) {
+        log::warn!("admin: refused a cross-site {route} {path}");
         return h::text(StatusCode::FORBIDDEN, "cross-site request refused\n");
     }
-    if let Some(asset) = (method == Method::GET).then(|| dashboard::asset(&path)).flatten() {
+    if let Some(asset) = (*route == Method::GET).then(|| dashboard::asset(path)).flatten() {
         return asset;
     }
-    match (&method, path.as_str()) {
-        (&Method::GET, "/api/v1/calls") => list_calls(&app, req.uri()),
-        (&Method::GET, "/api/v1/calls.csv") => dashboard::csv(&app, req.uri()),
-        (&Method::GET, "/api/v1/health") => health(&app),
-        (&Method::GET, "/api/v1/events") => dashboard::events(&app),
-        (&Method::GET, "/api/v1/session") => session(&caller),
-        (&Method::GET, "/metrics") => dashboard::metrics(&app),
-        (&Method::POST, "/logout") => logout(&app, &caller),
+    match (route, path) {
+        (&Method::GET, "/api/v1/calls") => list_calls(app, req.uri()),
+        (&Method::GET, "/api/v1/calls.csv") => dashboard::csv(app, req.uri()),
+        (&Method::GET, "/api/v1/health") => health(app),
+        (&Method::GET, "/api/v1/events") => dashboard::events(app),
+        (&Method::GET, "/api/v1/session") => session(caller),
+        (&Method::GET, "/metrics") => dashboard::metrics(app),
+        (&Method::POST, "/logout") => logout(app, caller),
         (&Method::GET, "/api/v1/indicators") => h::json(StatusCode::OK, &app.indicators.snapshot()),
-        (_, "/api/v1/indicators/ack") => indicators_ack(&app, &method).await,
+        (_, "/api/v1/indicators/ack") => indicators_ack(app, req.method()).await,
         (&Method::GET, p) => match p.strip_prefix("/api/v1/calls/") {
             Some(rest) => match rest.split_once('/') {
-                None if !rest.is_empty() => get_call(&app, rest),
-                Some((sid, "recording")) if !sid.is_empty() => dashboard::recording(&app, sid, req.headers()).await,
+                None if !rest.is_empty() => get_call(app, rest),
+                Some((sid, "recording")) if !sid.is_empty() => dashboard::recording(app, sid, req.headers()).await,
                 _ => h::text(StatusCode::NOT_FOUND, "not found\n"),
             },
             None => h::text(StatusCode::NOT_FOUND, "not found\n"),
@@ -71,14 +99,39 @@ pub(super) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Bo
     }
 }
 
-fn caller(app: &App, req: &Request<Incoming>) -> Option<auth::Caller> {
-    if let Some(given) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        let expected = app.config.admin.token.expose().as_bytes();
-        let token = given.strip_prefix("Bearer ")?.trim();
-        return (!expected.is_empty() && bool::from(token.as_bytes().ct_eq(expected))).then_some(auth::Caller::Bearer);
+/// Why a request gets no access.
+enum Denied {
+    /// No credentials, or wrong ones.
+    Anonymous,
+    /// Too many wrong admin tokens from this address lately; wait this long.
+    TooMany(std::time::Duration),
+}
+
+/// Who sent `req`. An `Authorization` header is the admin token or a failed guess, counted
+/// against the client's address like a failed login; a stale session cookie is not (it is
+/// what every browser sends after a restart, and 256 random bits are not guessed).
+fn caller(app: &App, req: &Request<Incoming>) -> Result<auth::Caller, Denied> {
+    if let Some(given) = req.headers().get(header::AUTHORIZATION) {
+        let token = given.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map_or("", str::trim);
+        let ip = peer_ip(req);
+        return match app.sessions.check_token(ip, token, app.config.admin.token.expose()) {
+            auth::TokenCheck::Valid => Ok(auth::Caller::Bearer),
+            auth::TokenCheck::Wrong => {
+                log::warn!("admin: wrong Bearer token from {ip}");
+                Err(Denied::Anonymous)
+            }
+            auth::TokenCheck::TooMany(wait) => {
+                log::debug!("admin: Bearer token from {ip} refused unchecked: too many wrong ones");
+                Err(Denied::TooMany(wait))
+            }
+        };
     }
-    let cookies = req.headers().get(header::COOKIE).and_then(|v| v.to_str().ok())?;
-    app.sessions.caller(auth::cookie(cookies, auth::COOKIE)?)
+    let cookies = req.headers().get(header::COOKIE).and_then(|v| v.to_str().ok()).ok_or(Denied::Anonymous)?;
+    auth::cookie(cookies, auth::COOKIE).and_then(|id| app.sessions.caller(id)).ok_or(Denied::Anonymous)
+}
+
+fn peer_ip(req: &Request<Incoming>) -> IpAddr {
+    req.extensions().get::<PeerAddr>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.0.ip())
 }
 
 /// A browser's state-changing request must echo the session's CSRF token and, when the
@@ -107,7 +160,7 @@ fn same_site(req: &Request<Incoming>, caller: &auth::Caller) -> bool {
 }
 
 async fn login(app: &App, req: Request<Incoming>) -> Response<Body> {
-    let ip = req.extensions().get::<PeerAddr>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.0.ip());
+    let ip = peer_ip(&req);
     let (parts, body) = req.into_parts();
     let body = match h::read_body(&parts.headers, body).await {
         Ok(b) => b,

@@ -2,6 +2,7 @@
 //! connection cap and timeouts, and graceful shutdown.
 
 pub mod admin;
+mod admission;
 pub mod http;
 pub mod public;
 
@@ -31,7 +32,9 @@ use crate::twilio::signature::Validator;
 
 /// How long in-flight requests get to finish after shutdown begins.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections the LAN listener serves at once; half of them at most from one address.
+/// Authenticated (kept-alive) connections the LAN listener holds at once; half of them at most
+/// from one address. Connections without credentials have their own small share
+/// ([`admission::MAX_PENDING`]).
 const ADMIN_MAX_CONNECTIONS: usize = 64;
 /// Largest request head (request line + headers) accepted.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -176,19 +179,7 @@ impl Server {
             tracker.clone(),
             move |req| public::handle(public_app.clone(), req),
         ));
-        let admin_app = app.clone();
-        // The LAN listener has its own small cap so Internet load cannot lock the owner out.
-        let admin_limit = (Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS)), ADMIN_MAX_CONNECTIONS / 2);
-        tracker.spawn(accept_loop(
-            "admin",
-            admin,
-            None,
-            admin_limit,
-            header_timeout,
-            shutdown.clone(),
-            tracker.clone(),
-            move |req| admin::handle(admin_app.clone(), req),
-        ));
+        tracker.spawn(admin_accept_loop(app.clone(), admin, header_timeout, shutdown.clone(), tracker.clone()));
         tracker.spawn(prune_loop(app.clone(), shutdown.clone()));
         tracker.spawn(crate::dashboard::live::run(app.clone()));
         tracker.spawn(report_certificate(app.clone()));
@@ -250,6 +241,54 @@ async fn accept_loop<F, Fut>(
                 },
             }
             drop(slot);
+        });
+    }
+}
+
+/// The LAN listener's accept loop: its own cap, separate from Internet load, and admission
+/// rules so that connections without credentials cannot crowd out the owner's (see
+/// [`admission`]).
+async fn admin_accept_loop(
+    app: Arc<App>,
+    listener: TcpListener,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let admission = admission::Admission::new(ADMIN_MAX_CONNECTIONS, ADMIN_MAX_CONNECTIONS / 2);
+    let mut backoff = crate::net::MIN_ACCEPT_BACKOFF;
+    loop {
+        let (stream, peer) = tokio::select! {
+            c = crate::net::accept_retrying("admin", &listener, &mut backoff) => c,
+            () = shutdown.cancelled() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let ticket = admission.admit(peer.ip());
+        let handler = {
+            let (app, ticket) = (app.clone(), ticket.clone());
+            move |mut req: hyper::Request<Incoming>| {
+                // The handler moves the connection to the authenticated group on valid credentials.
+                req.extensions_mut().insert(ticket.clone());
+                let (app, ticket) = (app.clone(), ticket.clone());
+                async move {
+                    let mut response = admin::handle(app, req).await;
+                    if !ticket.is_authenticated() {
+                        response
+                            .headers_mut()
+                            .insert(::http::header::CONNECTION, ::http::HeaderValue::from_static("close"));
+                    }
+                    response
+                }
+            }
+        };
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            tokio::select! {
+                () = serve_http("admin", peer, TokioIo::new(stream), header_timeout, shutdown, handler) => {}
+                // Only connections without credentials are evicted; a request in flight on one
+                // (a login form post) is cut off, and its client may retry.
+                () = ticket.evicted().cancelled() => log::debug!("admin connection from {peer} closed to make room"),
+            }
         });
     }
 }

@@ -630,3 +630,33 @@ impl TestServer {
         panic!("call {call_sid} never got a stream outcome: {:?}", self.app.store.get(call_sid).unwrap());
     }
 }
+
+/// A TCP connection to `server` from the loopback address `from` (all of 127/8 is local), so a
+/// test can play several LAN hosts.
+pub async fn connect_from_ip(from: [u8; 4], server: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((from, 0)))?;
+    socket.connect(server).await
+}
+
+/// One HTTP/1.1 request on a fresh connection from the loopback address `from`.
+pub async fn request_from_ip(
+    from: [u8; 4],
+    addr: SocketAddr,
+    method: Method,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let stream = connect_from_ip(from, addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::builder().method(method).uri(target).header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = sender.send_request(req.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Reply { status, headers, body }
+}
