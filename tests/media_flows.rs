@@ -115,7 +115,7 @@ async fn voicemail_plays_greeting_then_records_what_the_caller_says() {
 }
 
 #[tokio::test]
-async fn a_configured_greeting_is_resampled_and_a_stream_for_an_unknown_call_is_still_logged() {
+async fn a_configured_greeting_is_resampled_to_8k_mono() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("greeting.wav");
     let spec = hound::WavSpec {
@@ -132,9 +132,7 @@ async fn a_configured_greeting_is_resampled_and_a_stream_for_an_unknown_call_is_
     }
     w.finalize().unwrap();
     let server = TestServer::start_with(|c| c.media.greeting_wav = Some(path.clone())).await;
-    // No incoming-call webhook first: the stream alone creates the record.
-    let mut c = Caller::new(server.ws_connect().await, "CA00000000000000000000000000000002");
-    c.start(TO).await;
+    let mut c = caller(&server, "CA00000000000000000000000000000002").await;
     let (greeting, mark) = c.greeting().await;
     assert_eq!(greeting.len(), 4000, "half a second at 8 kHz");
     c.mark(&mark).await;

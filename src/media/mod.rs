@@ -2,10 +2,12 @@
 //! (voicemail, relay with fail-over), and the audio they need.
 //!
 //! The upgrade request is checked (signature, then WebSocket headers) before anything is
-//! accepted; each accepted stream runs as one task owned by [`Media`]'s tracker, which the
-//! server waits for on shutdown so that recordings are finalized and the log is written
-//! before the store closes.
+//! accepted, and the stream's `start` before it touches the call log ([`admission`]); each
+//! accepted stream runs as one task owned by [`Media`]'s tracker, which the server waits for
+//! on shutdown so that recordings are finalized and the log is written before the store
+//! closes.
 
+pub mod admission;
 pub mod audio;
 mod session;
 
@@ -35,6 +37,7 @@ pub const SESSION_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Media {
     greeting: OnceCell<Arc<[u8]>>,
     sessions: TaskTracker,
+    live: admission::LiveCalls,
 }
 
 impl Media {

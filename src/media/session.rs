@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::admission::{self, Claim};
 use super::audio::{Recording, SAMPLE_RATE};
 use crate::calls::{CallEvent, EventSource, StreamInfo};
 use crate::config::FlowKind;
@@ -42,13 +43,16 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Name of the mark sent after the greeting.
 const GREETING_MARK: &str = "greeting-end";
+/// Twilio sends `start` right after the upgrade; a socket that has not by then is not a call
+/// (a replayed handshake), and must not hold a session slot.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// DTMF digits kept in the record (a stuck key must not grow it without bound).
 const MAX_DIGITS: usize = 64;
 
 /// Where the flow is.
 enum Phase {
-    /// No `start` yet.
-    AwaitStart,
+    /// No `start` yet; the socket is closed at `until`.
+    AwaitStart { until: tokio::time::Instant },
     /// Playing the greeting, one frame per tick.
     Greeting { pos: usize, ticker: Interval },
     /// Greeting sent; waiting for Twilio to echo its mark (it has then been played).
@@ -78,6 +82,8 @@ enum End {
     Failed(String),
     /// The box is shutting down.
     Shutdown,
+    /// The stream is not one the box takes (see [`admission`]): close with this code.
+    Refused(CloseCode, String),
 }
 
 /// What woke the session up.
@@ -86,6 +92,8 @@ enum Wake {
     Idle,
     Tick,
     Upstream(Option<Result<Message, WsError>>),
+    /// No `start` within [`START_TIMEOUT`].
+    StartTimeout,
     Shutdown,
 }
 
@@ -97,12 +105,13 @@ pub(super) async fn run(app: Arc<App>, ws: Twilio) {
         call_sid: None,
         info: StreamInfo::default(),
         flow: FlowKind::Voicemail,
-        phase: Phase::AwaitStart,
+        phase: Phase::AwaitStart { until: tokio::time::Instant::now() + START_TIMEOUT },
         greeting: Arc::from(Vec::new()),
         scratch: Vec::with_capacity(FRAME_SAMPLES),
         raw_connected: None,
         raw_start: None,
         stop_seen: false,
+        _claim: None,
     };
     let end = session.serve().await;
     session.finish(end).await;
@@ -120,6 +129,8 @@ struct Session {
     raw_connected: Option<String>,
     raw_start: Option<String>,
     stop_seen: bool,
+    /// The session's hold on its call, from an admitted `start` until the session is gone.
+    _claim: Option<Claim>,
 }
 
 impl Session {
@@ -146,6 +157,9 @@ impl Session {
                 Wake::Idle => Err(End::Lost(format!("no message from Twilio for {IDLE_TIMEOUT:?}"))),
                 Wake::Tick => self.on_tick().await,
                 Wake::Upstream(m) => self.on_upstream(m).await,
+                Wake::StartTimeout => {
+                    Err(End::Refused(CloseCode::Policy, format!("no start message within {START_TIMEOUT:?}")))
+                }
                 Wake::Shutdown => Err(End::Shutdown),
             };
             if let Err(end) = step {
@@ -185,7 +199,7 @@ impl Session {
 
     async fn on_text(&mut self, text: Utf8Bytes) -> Result<(), End> {
         let message = proto::decode_inbound(&text).map_err(|e| End::Protocol(CloseCode::Invalid, e.to_string()))?;
-        let started = !matches!(self.phase, Phase::AwaitStart);
+        let started = !matches!(self.phase, Phase::AwaitStart { .. });
         match message {
             Inbound::Connected { .. } => {
                 self.raw_connected = Some(text.to_string());
@@ -224,6 +238,10 @@ impl Session {
     }
 
     async fn on_start(&mut self, start: Start, raw: &str) -> Result<(), End> {
+        // Checked before anything of it is used: the CallSid becomes a store key and a file name.
+        let claim = admission::admit(&self.app.media.live, &self.app.store, &start, Timestamp::now())
+            .map_err(|refusal| End::Refused(refusal.close_code(), refusal.to_string()))?;
+        self._claim = Some(claim);
         self.raw_start = Some(raw.to_owned());
         let call_sid = start.call_sid.clone();
         let mut to = start.custom_parameters.get("To").cloned();
@@ -469,6 +487,7 @@ impl Session {
             End::Failed(why) => ("error", Some(why.clone()), close(CloseCode::Error, "internal error")),
             End::Shutdown if has_message => ("message", Some("the box shut down".into()), close(CloseCode::Away, "")),
             End::Shutdown => ("error", Some("the box shut down".into()), close(CloseCode::Away, "")),
+            End::Refused(code, why) => ("refused", Some(why.clone()), close(*code, "stream refused")),
         };
         match &end {
             End::Protocol(code, why) => {
@@ -476,6 +495,7 @@ impl Session {
             }
             End::Lost(why) => log::warn!("media stream {}: connection lost: {why}", self.sid()),
             End::Failed(why) => log::error!("media stream {}: {why}", self.sid()),
+            End::Refused(code, why) => log::warn!("refused media stream (closing with {}): {why}", u16::from(*code)),
             _ => {}
         }
         self.info.stopped_at = Some(Timestamp::now());
@@ -484,7 +504,9 @@ impl Session {
             self.info.error = error;
         }
         let Some(call_sid) = self.call_sid.clone() else {
-            log::info!("media stream closed before start ({outcome})");
+            if !matches!(end, End::Refused(..)) {
+                log::info!("media stream closed before start ({outcome})");
+            }
             self.close(frame).await;
             return;
         };
@@ -564,6 +586,10 @@ async fn phase_wake(phase: &mut Phase) -> Wake {
             Wake::Tick
         }
         Phase::Relay(upstream) => Wake::Upstream(upstream.next().await),
+        Phase::AwaitStart { until } => {
+            tokio::time::sleep_until(*until).await;
+            Wake::StartTimeout
+        }
         _ => std::future::pending().await,
     }
 }
