@@ -46,6 +46,11 @@ const GREETING_MARK: &str = "greeting-end";
 /// Twilio sends `start` right after the upgrade; a socket that has not by then is not a call
 /// (a replayed handshake), and must not hold a session slot.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Name of the mark sent once the agent ended the call: its echo says the agent's last words
+/// have played, so closing then does not cut them off.
+const AGENT_END_MARK: &str = "agent-end";
+/// Longest the agent's last words may take to play out before the stream ends anyway.
+const AGENT_END_DRAIN: Duration = Duration::from_secs(20);
 /// DTMF digits kept in the record (a stuck key must not grow it without bound).
 const MAX_DIGITS: usize = 64;
 
@@ -61,6 +66,8 @@ enum Phase {
     Recording(Recording),
     /// Relaying to the upstream agent.
     Relay(Box<Upstream>),
+    /// The agent ended the call; waiting (up to `until`) for its last audio to play.
+    AgentEnding { until: tokio::time::Instant },
     /// Over.
     Done,
 }
@@ -84,6 +91,8 @@ enum End {
     Shutdown,
     /// The stream is not one the box takes (see [`admission`]): close with this code.
     Refused(CloseCode, String),
+    /// The relay's agent ended the call (a clean close): Twilio goes on with the TwiML.
+    AgentDone,
 }
 
 /// What woke the session up.
@@ -94,6 +103,8 @@ enum Wake {
     Upstream(Option<Result<Message, WsError>>),
     /// No `start` within [`START_TIMEOUT`].
     StartTimeout,
+    /// The agent's last audio had [`AGENT_END_DRAIN`] to play.
+    AgentEndTimeout,
     Shutdown,
 }
 
@@ -160,6 +171,7 @@ impl Session {
                 Wake::StartTimeout => {
                     Err(End::Refused(CloseCode::Policy, format!("no start message within {START_TIMEOUT:?}")))
                 }
+                Wake::AgentEndTimeout => Err(End::AgentDone),
                 Wake::Shutdown => Err(End::Shutdown),
             };
             if let Err(end) = step {
@@ -302,6 +314,7 @@ impl Session {
     async fn on_mark(&mut self, name: &str, raw: Utf8Bytes) -> Result<(), End> {
         match self.phase {
             Phase::AwaitGreetingMark if name == GREETING_MARK => self.start_recording().await,
+            Phase::AgentEnding { .. } if name == AGENT_END_MARK => Err(End::AgentDone),
             Phase::Relay(_) => {
                 self.forward_upstream(raw).await;
                 Ok(())
@@ -401,9 +414,28 @@ impl Session {
             let clear = Outbound::clear(&self.info.stream_sid);
             self.send(&clear).await?;
         }
+        // The relay's part of the call, in the call log before the voicemail's.
+        self.event("failover", BTreeMap::from([("Failover".to_owned(), why.clone())])).await;
         self.info.failover = Some(why);
         self.save().await;
         self.start_greeting().await;
+        Ok(())
+    }
+
+    /// The agent closed cleanly: it ended the call. Its last words may still be queued at
+    /// Twilio, so the stream ends once a mark after them comes back (or after a while).
+    async fn agent_ended(&mut self, reason: &str) -> Result<(), End> {
+        let call_sid = self.call_sid.clone().unwrap_or_default();
+        log::info!(call_sid = call_sid.as_str(); "media stream {}: the agent ended the call ({reason:?})", self.sid());
+        if let Phase::Relay(mut upstream) = std::mem::replace(&mut self.phase, Phase::Done) {
+            // Completes the agent's close handshake.
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, WebSocketStream::close(&mut upstream, None)).await;
+        }
+        // Ending from here on, even if the mark cannot be sent: the call was relayed.
+        self.phase = Phase::AgentEnding { until: tokio::time::Instant::now() + AGENT_END_DRAIN };
+        let mark = Outbound::mark(&self.info.stream_sid, AGENT_END_MARK);
+        self.send(&mark).await?;
+        self.info.marks_sent += 1;
         Ok(())
     }
 
@@ -413,6 +445,9 @@ impl Session {
             Some(Ok(Message::Binary(_))) => {
                 log::warn!("media stream {}: upstream sent a binary frame; ignored", self.sid());
                 return Ok(());
+            }
+            Some(Ok(Message::Close(Some(frame)))) if frame.code == CloseCode::Normal => {
+                return self.agent_ended(&frame.reason).await;
             }
             Some(Ok(Message::Close(frame))) => {
                 let why = frame.map(|f| format!("{} {}", u16::from(f.code), f.reason)).unwrap_or_default();
@@ -459,7 +494,7 @@ impl Session {
     /// Closes everything, finalizes the recording and writes the outcome to the call log.
     async fn finish(&mut self, end: End) {
         let phase = std::mem::replace(&mut self.phase, Phase::Done);
-        let was_relay = matches!(phase, Phase::Relay(_));
+        let was_relay = matches!(phase, Phase::Relay(_) | Phase::AgentEnding { .. });
         match phase {
             Phase::Recording(rec) => match rec.finish() {
                 Ok(info) => self.info.recording = info,
@@ -488,6 +523,7 @@ impl Session {
             End::Shutdown if has_message => ("message", Some("the box shut down".into()), close(CloseCode::Away, "")),
             End::Shutdown => ("error", Some("the box shut down".into()), close(CloseCode::Away, "")),
             End::Refused(code, why) => ("refused", Some(why.clone()), close(*code, "stream refused")),
+            End::AgentDone => ("relayed", None, close(CloseCode::Normal, "")),
         };
         match &end {
             End::Protocol(code, why) => {
@@ -570,7 +606,8 @@ impl Session {
             to: None,
             direction: None,
             duration_secs: None,
-            dedupe_key: format!("media:{}:{what}", self.info.stream_sid),
+            // A stream that failed over has two parts, each with its own `answered`.
+            dedupe_key: format!("media:{}:{}:{what}", self.info.stream_sid, self.flow.as_str()),
             details,
         };
         // record_event logs a failure itself; the session goes on either way.
@@ -589,6 +626,10 @@ async fn phase_wake(phase: &mut Phase) -> Wake {
         Phase::AwaitStart { until } => {
             tokio::time::sleep_until(*until).await;
             Wake::StartTimeout
+        }
+        Phase::AgentEnding { until } => {
+            tokio::time::sleep_until(*until).await;
+            Wake::AgentEndTimeout
         }
         _ => std::future::pending().await,
     }
