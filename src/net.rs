@@ -31,7 +31,34 @@ pub struct CappedListener {
 #[derive(Debug)]
 pub struct Slot {
     _total: OwnedSemaphorePermit,
-    _address: AddressSlot,
+    address: AddressShareCell,
+}
+
+impl Slot {
+    /// A handle on this connection's address share, for its requests: an upgraded request
+    /// (a media stream) outlives its HTTP connection and takes the share with it.
+    pub fn address_share(&self) -> AddressShareCell {
+        self.address.clone()
+    }
+}
+
+/// A connection's place in its address's share, until whoever holds it last lets it go: the
+/// connection itself, or the session an upgrade of it became.
+#[derive(Debug, Clone)]
+pub struct AddressShareCell(Arc<Mutex<Option<AddressShare>>>);
+
+impl AddressShareCell {
+    /// A cell holding no share: for connections whose listener counts them otherwise (the
+    /// admin listener's admission).
+    pub fn empty() -> Self {
+        Self(Arc::new(Mutex::new(None)))
+    }
+
+    /// Takes the share out: it is then freed when the returned value is dropped, no longer
+    /// when the connection ends. `None` when it was already taken.
+    pub fn take(&self) -> Option<AddressShare> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
 }
 
 impl CappedListener {
@@ -57,7 +84,10 @@ impl CappedListener {
                 () = shutdown.cancelled() => return None,
             };
             match self.per_address.take(peer.ip()) {
-                Ok(address) => return Some((Slot { _total: permit, _address: address }, stream, peer)),
+                Ok(address) => {
+                    let address = AddressShareCell(Arc::new(Mutex::new(Some(address))));
+                    return Some((Slot { _total: permit, address }, stream, peer));
+                }
                 Err(Refused { first }) => {
                     // One line per episode, not one per connection of a flood.
                     if first {
@@ -119,7 +149,7 @@ struct Refused {
 }
 
 impl PerAddress {
-    fn take(self: &Arc<Self>, ip: IpAddr) -> Result<AddressSlot, Refused> {
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Result<AddressShare, Refused> {
         let key = address_key(ip);
         // The map holds plain counters: a panic elsewhere cannot leave them inconsistent.
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
@@ -130,18 +160,18 @@ impl PerAddress {
             return Err(Refused { first });
         }
         entry.count += 1;
-        Ok(AddressSlot { table: self.clone(), key })
+        Ok(AddressShare { table: self.clone(), key })
     }
 }
 
-/// One connection's place in its address's share.
+/// One connection's place in its address's share; dropping it frees the place.
 #[derive(Debug)]
-struct AddressSlot {
+pub struct AddressShare {
     table: Arc<PerAddress>,
     key: IpAddr,
 }
 
-impl Drop for AddressSlot {
+impl Drop for AddressShare {
     fn drop(&mut self) {
         let mut open = self.table.open.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(entry) = open.get_mut(&self.key) {
@@ -183,6 +213,19 @@ mod tests {
         assert!(t.take(b).is_ok(), "another address is not affected");
         drop(first);
         assert!(t.take(a).is_ok());
+    }
+
+    #[test]
+    fn a_share_taken_out_of_its_connection_is_held_until_the_taker_lets_go() {
+        let t = table(1);
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        let cell = AddressShareCell(Arc::new(Mutex::new(Some(t.take(ip).ok().unwrap()))));
+        let session = cell.take().unwrap();
+        assert!(cell.take().is_none(), "a share is taken once");
+        drop(cell);
+        assert!(t.take(ip).is_err(), "the connection ended but its session still holds the share");
+        drop(session);
+        assert!(t.take(ip).is_ok());
     }
 
     #[test]

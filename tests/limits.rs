@@ -9,7 +9,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::twilio_ws;
 use common::*;
+use futures_util::{SinkExt as _, StreamExt as _};
 use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -208,4 +210,77 @@ async fn a_connection_flood_is_held_to_the_cap_in_count_and_memory() {
     // Once the flood lets go, Twilio is served again.
     drop(flood);
     assert_incoming_call_answered(&server, "CA7502", "after the flood ended").await;
+}
+
+/// Opens the media stream as Twilio does (signed upgrade), from the loopback address `from`.
+async fn media_stream_from(from: [u8; 4], server: &TestServer) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut req = format!("ws://{}{MEDIA_PATH}", server.public).into_client_request()?;
+    req.headers_mut().insert("x-twilio-signature", server.media_signature().parse().unwrap());
+    let io: Box<dyn Io> = Box::new(connect_from(from, server.public).await?);
+    tokio_tungstenite::client_async(req, io).await.map(|(ws, _)| ws)
+}
+
+/// A stream from `from` for a call the box has just answered; returns once the greeting plays.
+async fn live_stream_from(from: [u8; 4], server: &TestServer, call_sid: &str) -> twilio_ws::Caller {
+    assert_incoming_call_answered(server, call_sid, "before its stream").await;
+    let mut c = twilio_ws::Caller::new(media_stream_from(from, server).await.unwrap(), call_sid);
+    c.start("+15035550100").await;
+    assert!(matches!(c.recv().await, twilio_ws::FromBox::Media(_)), "the greeting begins");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_sessions_from_one_address_hold_its_share_and_leave_room_for_others() {
+    const SHARE: usize = 4;
+    let server = TestServer::start_with(|c| {
+        c.server.max_connections = 64;
+        c.server.max_connections_per_address = SHARE;
+    })
+    .await;
+    // One address takes its whole share with live streams (answered calls, so they stay).
+    let mut held = Vec::new();
+    for i in 0..SHARE {
+        held.push(live_stream_from([127, 0, 0, 2], &server, &twilio_ws::call_sid(0x7600 + i as u128)).await);
+    }
+    // Its upgraded sessions still count against it: more from it are turned away at once.
+    for _ in 0..3 {
+        assert!(media_stream_from([127, 0, 0, 2], &server).await.is_err(), "a stream beyond the address's share");
+    }
+
+    // Another address's stream is taken and runs to its end meanwhile.
+    let mut other = live_stream_from([127, 0, 0, 3], &server, &twilio_ws::call_sid(0x7610)).await;
+    other.through_greeting().await;
+    for frame in twilio_ws::test_audio(5).chunks(160) {
+        other.media(frame).await;
+    }
+    other.stop().await;
+    other.closed().await;
+    let stream = server.wait_stream_outcome(&other.call_sid).await.stream.unwrap();
+    assert_eq!(stream.outcome.as_deref(), Some("message"));
+
+    // One held stream ends: its place in the share is free again once its session is over.
+    let mut ending = held.pop().unwrap();
+    ending.stop().await;
+    ending.closed().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let again = loop {
+        match media_stream_from([127, 0, 0, 2], &server).await {
+            Ok(ws) => break ws,
+            Err(_) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => panic!("the address's share was not freed when its stream ended: {e}"),
+        }
+    };
+    drop(again);
+    // The others were never disturbed: still up, still answering.
+    for c in &mut held {
+        c.ws.send(tokio_tungstenite::tungstenite::Message::Ping(Default::default())).await.unwrap();
+        loop {
+            match c.ws.next().await.unwrap().unwrap() {
+                m if m.is_pong() => break,
+                m if m.is_text() => continue, // the greeting goes on
+                m => panic!("expected a pong, got {m:?}"),
+            }
+        }
+    }
 }

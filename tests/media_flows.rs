@@ -15,6 +15,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use http::{Method, StatusCode};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 const TO: &str = "+15035550100";
@@ -104,7 +105,7 @@ async fn voicemail_plays_greeting_then_records_what_the_caller_says() {
     let whats: Vec<&str> = events.iter().map(|(w, _)| w.as_str()).collect();
     assert_eq!(whats, ["started", "answered", "stopped"]);
     for (what, m) in &events {
-        assert_eq!(m.event.dedupe_key, format!("media:{}:{what}", c.stream_sid));
+        assert_eq!(m.event.dedupe_key, format!("media:{}:voicemail:{what}", c.stream_sid));
         assert_eq!(m.event.details["Flow"], "voicemail");
         assert!(m.event.status.is_none());
     }
@@ -115,7 +116,7 @@ async fn voicemail_plays_greeting_then_records_what_the_caller_says() {
 }
 
 #[tokio::test]
-async fn a_configured_greeting_is_resampled_and_a_stream_for_an_unknown_call_is_still_logged() {
+async fn a_configured_greeting_is_resampled_to_8k_mono() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("greeting.wav");
     let spec = hound::WavSpec {
@@ -132,9 +133,7 @@ async fn a_configured_greeting_is_resampled_and_a_stream_for_an_unknown_call_is_
     }
     w.finalize().unwrap();
     let server = TestServer::start_with(|c| c.media.greeting_wav = Some(path.clone())).await;
-    // No incoming-call webhook first: the stream alone creates the record.
-    let mut c = Caller::new(server.ws_connect().await, "CA00000000000000000000000000000002");
-    c.start(TO).await;
+    let mut c = caller(&server, "CA00000000000000000000000000000002").await;
     let (greeting, mark) = c.greeting().await;
     assert_eq!(greeting.len(), 4000, "half a second at 8 kHz");
     c.mark(&mark).await;
@@ -419,6 +418,112 @@ async fn relay_fails_over_when_the_agent_drops_mid_call() {
     let stopped = &events.last().unwrap().1.event;
     assert_eq!(stopped.details["MediaEvent"], "stopped");
     assert!(stopped.details.contains_key("Failover"));
+    let record = server.app.store.get(&c.call_sid).unwrap().unwrap();
+    let expected = [
+        ("started", "relay"),
+        ("answered", "relay"),
+        ("failover", "relay"),
+        ("answered", "voicemail"),
+        ("stopped", "voicemail"),
+    ];
+    assert_eq!(media_parts(&record), parts(&expected));
+}
+
+/// An agent that, at the caller's first frame, says goodbye and closes with `code` (a bot
+/// ending its conversation closes with 1000, as pipecat's Twilio transport does).
+async fn closing_agent(listener: TcpListener, code: CloseCode) {
+    let (tcp, _) = listener.accept().await.unwrap();
+    let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+    while let Some(Ok(Message::Text(t))) = ws.next().await {
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        if v["event"] == "media" {
+            let bye = serde_json::json!({"event":"media","streamSid":"MZagent","media":{"payload":"AAAA"}});
+            ws.send(Message::text(bye.to_string())).await.unwrap();
+            ws.close(Some(CloseFrame { code, reason: "conversation over".into() })).await.unwrap();
+            // Completing the close handshake.
+            while let Some(Ok(_)) = ws.next().await {}
+            return;
+        }
+    }
+}
+
+/// The call log's media-stream timeline as (what, flow).
+fn media_parts(record: &callbox::calls::CallRecord) -> Vec<(String, String)> {
+    record
+        .events
+        .iter()
+        .filter(|e| e.source == EventSource::MediaStream)
+        .map(|e| (e.details["MediaEvent"].clone(), e.details["Flow"].clone()))
+        .collect()
+}
+
+fn parts(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter().map(|(w, f)| (w.to_string(), f.to_string())).collect()
+}
+
+#[tokio::test]
+async fn an_agent_that_closes_cleanly_ends_the_stream_after_its_last_words() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/agent", listener.local_addr().unwrap());
+    let agent = tokio::spawn(closing_agent(listener, CloseCode::Normal));
+    let server = relay_server(&url, 2000).await;
+    let mut c = caller(&server, "CA00000000000000000000000000000014").await;
+    c.media(&test_audio(1)).await;
+    assert!(matches!(c.recv().await, FromBox::Media(m) if m == [0, 0, 0]), "the agent's goodbye");
+    // A mark after the goodbye, not a fail-over's clear and greeting.
+    let FromBox::Mark(name) = c.recv().await else { panic!("expected a mark after the agent's last words") };
+    // The stream stays open until the goodbye has played: a ping is still answered.
+    c.ws.send(Message::Ping(Default::default())).await.unwrap();
+    assert!(c.ws.next().await.unwrap().unwrap().is_pong());
+    c.mark(&name).await;
+    assert_eq!(c.closed().await, Some(CloseCode::Normal), "a normal end: Twilio goes on with the TwiML");
+    agent.await.unwrap();
+
+    let record = server.wait_stream_outcome(&c.call_sid).await;
+    let stream = record.stream.clone().unwrap();
+    assert_eq!((stream.flow.as_str(), stream.outcome.as_deref()), ("relay", Some("relayed")));
+    assert!(stream.failover.is_none(), "{:?}", stream.failover);
+    assert!(stream.recording.is_none());
+    assert_eq!(media_parts(&record), parts(&[("started", "relay"), ("answered", "relay"), ("stopped", "relay")]));
+}
+
+#[tokio::test]
+async fn an_agent_that_closes_with_an_error_fails_over_and_the_log_shows_both_parts() {
+    for (n, code) in [(15, CloseCode::Error), (16, CloseCode::Away)] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/agent", listener.local_addr().unwrap());
+        let agent = tokio::spawn(closing_agent(listener, code));
+        let server = relay_server(&url, 2000).await;
+        let mut c = caller(&server, &format!("CA000000000000000000000000000000{n}")).await;
+        c.media(&test_audio(1)).await;
+        assert!(matches!(c.recv().await, FromBox::Media(m) if m == [0, 0, 0]));
+        assert!(matches!(c.recv().await, FromBox::Clear), "the agent's audio is cleared");
+        c.through_greeting().await;
+        let said = test_audio(5);
+        for frame in said.chunks(160) {
+            c.media(frame).await;
+        }
+        c.stop().await;
+        assert_eq!(c.closed().await, Some(CloseCode::Normal));
+        agent.await.unwrap();
+
+        let record = server.wait_stream_outcome(&c.call_sid).await;
+        let stream = record.stream.clone().unwrap();
+        assert_eq!((stream.flow.as_str(), stream.outcome.as_deref()), ("voicemail", Some("message")));
+        let why = stream.failover.unwrap();
+        assert!(why.contains(&format!("closed the stream mid-call ({}", u16::from(code))), "{why}");
+        assert_eq!(wav_samples(&server.dir.path().join(stream.recording.unwrap().path)), decoded(&said));
+        let expected = [
+            ("started", "relay"),
+            ("answered", "relay"),
+            ("failover", "relay"),
+            ("answered", "voicemail"),
+            ("stopped", "voicemail"),
+        ];
+        assert_eq!(media_parts(&record), parts(&expected), "close code {code}");
+        let failover = record.events.iter().find(|e| e.details.get("MediaEvent").is_some_and(|w| w == "failover"));
+        assert_eq!(failover.unwrap().details["Failover"], why);
+    }
 }
 
 #[tokio::test]

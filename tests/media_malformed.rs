@@ -13,9 +13,17 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 const TO: &str = "+15035550100";
 
+/// A stream for a call the box has just answered (it takes no other).
+async fn answered(server: &TestServer, call_sid: &str) -> Caller {
+    let params = incoming_params(call_sid);
+    let reply = server.post_signed("/api/v1/webhooks/incoming-call", &refs(&params)).await;
+    assert_eq!(reply.status, http::StatusCode::OK, "{}", reply.text());
+    Caller::new(server.ws_connect().await, call_sid)
+}
+
 /// A complete, well-formed voicemail call on a fresh socket.
 async fn next_call_works(server: &TestServer, call_sid: &str) {
-    let mut c = Caller::new(server.ws_connect().await, call_sid);
+    let mut c = answered(server, call_sid).await;
     c.start(TO).await;
     c.through_greeting().await;
     for frame in test_audio(3).chunks(160) {
@@ -28,7 +36,7 @@ async fn next_call_works(server: &TestServer, call_sid: &str) {
 }
 
 async fn started(server: &TestServer, call_sid: &str) -> Caller {
-    let mut c = Caller::new(server.ws_connect().await, call_sid);
+    let mut c = answered(server, call_sid).await;
     c.start(TO).await;
     assert!(matches!(c.recv().await, FromBox::Media(_)), "the greeting begins");
     c
@@ -49,7 +57,7 @@ async fn invalid_json_closes_with_1007_and_is_logged() {
 #[tokio::test]
 async fn unknown_events_are_ignored() {
     let server = TestServer::start().await;
-    let mut c = Caller::new(server.ws_connect().await, "CA20000000000000000000000000000001");
+    let mut c = answered(&server, "CA20000000000000000000000000000001").await;
     c.send_json(serde_json::json!({"event":"transcription","streamSid":"MZx","text":"hello"})).await;
     c.start(TO).await;
     c.send_json(serde_json::json!({"event":"something-new","streamSid":c.stream_sid,"x":{"y":1}})).await;

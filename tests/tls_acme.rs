@@ -58,11 +58,14 @@ async fn tls_alpn_01_certificate_is_served_and_reused_after_restart() {
     assert_eq!(conn.leaf_dns_names(), vec![DOMAIN.to_string()]);
     let serial = conn.leaf_serial();
     assert_eq!(Some(serial.clone()), status.certificate.as_ref().map(|c| c.serial.clone()));
-    incoming_call_over(&server, &mut conn, "CA7001").await;
+    incoming_call_over(&server, &mut conn, "CA00000000000000000000000000007001").await;
 
     // The media stream over the same listener, as wss:// with the same certificate: the box
     // greets the caller.
-    let mut caller = twilio_ws::Caller::new(server.wss_connect(std::slice::from_ref(&root)).await, "CA7001");
+    let mut caller = twilio_ws::Caller::new(
+        server.wss_connect(std::slice::from_ref(&root)).await,
+        "CA00000000000000000000000000007001",
+    );
     caller.start("+15035550100").await;
     let (greeting, _mark) = caller.greeting().await;
     assert!(!greeting.is_empty());
@@ -154,9 +157,12 @@ async fn renewal_serves_new_certificate_to_new_connections_and_keeps_open_ones()
     let root = pebble.issuing_root().await;
     let mut open = server.tls_conn(std::slice::from_ref(&root)).await.unwrap();
     assert_eq!(open.leaf_serial(), first.serial);
-    incoming_call_over(&server, &mut open, "CA7201").await;
+    incoming_call_over(&server, &mut open, "CA00000000000000000000000000007201").await;
     // A media stream open across the renewal.
-    let mut caller = twilio_ws::Caller::new(server.wss_connect(std::slice::from_ref(&root)).await, "CA7201");
+    let mut caller = twilio_ws::Caller::new(
+        server.wss_connect(std::slice::from_ref(&root)).await,
+        "CA00000000000000000000000000007201",
+    );
     caller.start("+15035550100").await;
     caller.through_greeting().await;
 

@@ -89,11 +89,17 @@ impl Driver {
             let now = Now::current();
             if now.mono >= next_store_check {
                 let failed = self.app.store_failed.load(Ordering::Relaxed);
-                let why = || {
-                    let detail = self.app.store.fault().map(|e| format!(": {e}")).unwrap_or_default();
-                    format!("the call log could not be written{detail}")
+                let fault = self.app.store.fault();
+                // Writes failing, or damage found at start that lost something.
+                let why = match (failed, fault) {
+                    (true, detail) => Some(format!(
+                        "the call log could not be written{}",
+                        detail.map(|e| format!(": {e}")).unwrap_or_default()
+                    )),
+                    (false, Some(damage)) => Some(format!("the call log is damaged: {damage}")),
+                    (false, None) => None,
                 };
-                self.machine.set_fault(FaultSource::Store, failed.then(why));
+                self.machine.set_fault(FaultSource::Store, why);
                 next_store_check = now.mono + STORE_CHECK;
             }
             if now.mono >= next_disk_check {

@@ -2,10 +2,13 @@
 //! (voicemail, relay with fail-over), and the audio they need.
 //!
 //! The upgrade request is checked (signature, then WebSocket headers) before anything is
-//! accepted; each accepted stream runs as one task owned by [`Media`]'s tracker, which the
-//! server waits for on shutdown so that recordings are finalized and the log is written
-//! before the store closes.
+//! accepted, and the stream's `start` before it touches the call log ([`admission`]); each
+//! accepted stream runs as one task owned by [`Media`]'s tracker, which the server waits for
+//! on shutdown so that recordings are finalized and the log is written before the store
+//! closes. A session keeps its connection's place in the client address's share for its
+//! whole life, so one address cannot take every session.
 
+pub mod admission;
 pub mod audio;
 mod session;
 
@@ -35,6 +38,7 @@ pub const SESSION_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Media {
     greeting: OnceCell<Arc<[u8]>>,
     sessions: TaskTracker,
+    live: admission::LiveCalls,
 }
 
 impl Media {
@@ -157,8 +161,12 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) else {
         return h::text(StatusCode::BAD_REQUEST, "bad Sec-WebSocket-Key\n");
     };
+    // Without a share (a request that did not come through a capped listener) the session is
+    // held to the total alone.
+    let share = req.extensions().get::<crate::net::AddressShareCell>().and_then(crate::net::AddressShareCell::take);
     let session_app = app.clone();
     app.media.sessions.spawn(async move {
+        let _share = share;
         let upgraded = match hyper::upgrade::on(req).await {
             Ok(u) => u,
             Err(e) => {

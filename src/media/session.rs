@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::admission::{self, Claim};
 use super::audio::{Recording, SAMPLE_RATE};
 use crate::calls::{CallEvent, EventSource, StreamInfo};
 use crate::config::FlowKind;
@@ -42,13 +43,21 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Name of the mark sent after the greeting.
 const GREETING_MARK: &str = "greeting-end";
+/// Twilio sends `start` right after the upgrade; a socket that has not by then is not a call
+/// (a replayed handshake), and must not hold a session slot.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Name of the mark sent once the agent ended the call: its echo says the agent's last words
+/// have played, so closing then does not cut them off.
+const AGENT_END_MARK: &str = "agent-end";
+/// Longest the agent's last words may take to play out before the stream ends anyway.
+const AGENT_END_DRAIN: Duration = Duration::from_secs(20);
 /// DTMF digits kept in the record (a stuck key must not grow it without bound).
 const MAX_DIGITS: usize = 64;
 
 /// Where the flow is.
 enum Phase {
-    /// No `start` yet.
-    AwaitStart,
+    /// No `start` yet; the socket is closed at `until`.
+    AwaitStart { until: tokio::time::Instant },
     /// Playing the greeting, one frame per tick.
     Greeting { pos: usize, ticker: Interval },
     /// Greeting sent; waiting for Twilio to echo its mark (it has then been played).
@@ -57,6 +66,8 @@ enum Phase {
     Recording(Recording),
     /// Relaying to the upstream agent.
     Relay(Box<Upstream>),
+    /// The agent ended the call; waiting (up to `until`) for its last audio to play.
+    AgentEnding { until: tokio::time::Instant },
     /// Over.
     Done,
 }
@@ -78,6 +89,10 @@ enum End {
     Failed(String),
     /// The box is shutting down.
     Shutdown,
+    /// The stream is not one the box takes (see [`admission`]): close with this code.
+    Refused(CloseCode, String),
+    /// The relay's agent ended the call (a clean close): Twilio goes on with the TwiML.
+    AgentDone,
 }
 
 /// What woke the session up.
@@ -86,6 +101,10 @@ enum Wake {
     Idle,
     Tick,
     Upstream(Option<Result<Message, WsError>>),
+    /// No `start` within [`START_TIMEOUT`].
+    StartTimeout,
+    /// The agent's last audio had [`AGENT_END_DRAIN`] to play.
+    AgentEndTimeout,
     Shutdown,
 }
 
@@ -97,12 +116,13 @@ pub(super) async fn run(app: Arc<App>, ws: Twilio) {
         call_sid: None,
         info: StreamInfo::default(),
         flow: FlowKind::Voicemail,
-        phase: Phase::AwaitStart,
+        phase: Phase::AwaitStart { until: tokio::time::Instant::now() + START_TIMEOUT },
         greeting: Arc::from(Vec::new()),
         scratch: Vec::with_capacity(FRAME_SAMPLES),
         raw_connected: None,
         raw_start: None,
         stop_seen: false,
+        _claim: None,
     };
     let end = session.serve().await;
     session.finish(end).await;
@@ -120,6 +140,8 @@ struct Session {
     raw_connected: Option<String>,
     raw_start: Option<String>,
     stop_seen: bool,
+    /// The session's hold on its call, from an admitted `start` until the session is gone.
+    _claim: Option<Claim>,
 }
 
 impl Session {
@@ -146,6 +168,10 @@ impl Session {
                 Wake::Idle => Err(End::Lost(format!("no message from Twilio for {IDLE_TIMEOUT:?}"))),
                 Wake::Tick => self.on_tick().await,
                 Wake::Upstream(m) => self.on_upstream(m).await,
+                Wake::StartTimeout => {
+                    Err(End::Refused(CloseCode::Policy, format!("no start message within {START_TIMEOUT:?}")))
+                }
+                Wake::AgentEndTimeout => Err(End::AgentDone),
                 Wake::Shutdown => Err(End::Shutdown),
             };
             if let Err(end) = step {
@@ -185,7 +211,7 @@ impl Session {
 
     async fn on_text(&mut self, text: Utf8Bytes) -> Result<(), End> {
         let message = proto::decode_inbound(&text).map_err(|e| End::Protocol(CloseCode::Invalid, e.to_string()))?;
-        let started = !matches!(self.phase, Phase::AwaitStart);
+        let started = !matches!(self.phase, Phase::AwaitStart { .. });
         match message {
             Inbound::Connected { .. } => {
                 self.raw_connected = Some(text.to_string());
@@ -224,6 +250,10 @@ impl Session {
     }
 
     async fn on_start(&mut self, start: Start, raw: &str) -> Result<(), End> {
+        // Checked before anything of it is used: the CallSid becomes a store key and a file name.
+        let claim = admission::admit(&self.app.media.live, &self.app.store, &start, Timestamp::now())
+            .map_err(|refusal| End::Refused(refusal.close_code(), refusal.to_string()))?;
+        self._claim = Some(claim);
         self.raw_start = Some(raw.to_owned());
         let call_sid = start.call_sid.clone();
         let mut to = start.custom_parameters.get("To").cloned();
@@ -284,6 +314,7 @@ impl Session {
     async fn on_mark(&mut self, name: &str, raw: Utf8Bytes) -> Result<(), End> {
         match self.phase {
             Phase::AwaitGreetingMark if name == GREETING_MARK => self.start_recording().await,
+            Phase::AgentEnding { .. } if name == AGENT_END_MARK => Err(End::AgentDone),
             Phase::Relay(_) => {
                 self.forward_upstream(raw).await;
                 Ok(())
@@ -383,9 +414,28 @@ impl Session {
             let clear = Outbound::clear(&self.info.stream_sid);
             self.send(&clear).await?;
         }
+        // The relay's part of the call, in the call log before the voicemail's.
+        self.event("failover", BTreeMap::from([("Failover".to_owned(), why.clone())])).await;
         self.info.failover = Some(why);
         self.save().await;
         self.start_greeting().await;
+        Ok(())
+    }
+
+    /// The agent closed cleanly: it ended the call. Its last words may still be queued at
+    /// Twilio, so the stream ends once a mark after them comes back (or after a while).
+    async fn agent_ended(&mut self, reason: &str) -> Result<(), End> {
+        let call_sid = self.call_sid.clone().unwrap_or_default();
+        log::info!(call_sid = call_sid.as_str(); "media stream {}: the agent ended the call ({reason:?})", self.sid());
+        if let Phase::Relay(mut upstream) = std::mem::replace(&mut self.phase, Phase::Done) {
+            // Completes the agent's close handshake.
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, WebSocketStream::close(&mut upstream, None)).await;
+        }
+        // Ending from here on, even if the mark cannot be sent: the call was relayed.
+        self.phase = Phase::AgentEnding { until: tokio::time::Instant::now() + AGENT_END_DRAIN };
+        let mark = Outbound::mark(&self.info.stream_sid, AGENT_END_MARK);
+        self.send(&mark).await?;
+        self.info.marks_sent += 1;
         Ok(())
     }
 
@@ -395,6 +445,9 @@ impl Session {
             Some(Ok(Message::Binary(_))) => {
                 log::warn!("media stream {}: upstream sent a binary frame; ignored", self.sid());
                 return Ok(());
+            }
+            Some(Ok(Message::Close(Some(frame)))) if frame.code == CloseCode::Normal => {
+                return self.agent_ended(&frame.reason).await;
             }
             Some(Ok(Message::Close(frame))) => {
                 let why = frame.map(|f| format!("{} {}", u16::from(f.code), f.reason)).unwrap_or_default();
@@ -441,7 +494,7 @@ impl Session {
     /// Closes everything, finalizes the recording and writes the outcome to the call log.
     async fn finish(&mut self, end: End) {
         let phase = std::mem::replace(&mut self.phase, Phase::Done);
-        let was_relay = matches!(phase, Phase::Relay(_));
+        let was_relay = matches!(phase, Phase::Relay(_) | Phase::AgentEnding { .. });
         match phase {
             Phase::Recording(rec) => match rec.finish() {
                 Ok(info) => self.info.recording = info,
@@ -469,6 +522,8 @@ impl Session {
             End::Failed(why) => ("error", Some(why.clone()), close(CloseCode::Error, "internal error")),
             End::Shutdown if has_message => ("message", Some("the box shut down".into()), close(CloseCode::Away, "")),
             End::Shutdown => ("error", Some("the box shut down".into()), close(CloseCode::Away, "")),
+            End::Refused(code, why) => ("refused", Some(why.clone()), close(*code, "stream refused")),
+            End::AgentDone => ("relayed", None, close(CloseCode::Normal, "")),
         };
         match &end {
             End::Protocol(code, why) => {
@@ -476,6 +531,7 @@ impl Session {
             }
             End::Lost(why) => log::warn!("media stream {}: connection lost: {why}", self.sid()),
             End::Failed(why) => log::error!("media stream {}: {why}", self.sid()),
+            End::Refused(code, why) => log::warn!("refused media stream (closing with {}): {why}", u16::from(*code)),
             _ => {}
         }
         self.info.stopped_at = Some(Timestamp::now());
@@ -484,7 +540,9 @@ impl Session {
             self.info.error = error;
         }
         let Some(call_sid) = self.call_sid.clone() else {
-            log::info!("media stream closed before start ({outcome})");
+            if !matches!(end, End::Refused(..)) {
+                log::info!("media stream closed before start ({outcome})");
+            }
             self.close(frame).await;
             return;
         };
@@ -548,7 +606,8 @@ impl Session {
             to: None,
             direction: None,
             duration_secs: None,
-            dedupe_key: format!("media:{}:{what}", self.info.stream_sid),
+            // A stream that failed over has two parts, each with its own `answered`.
+            dedupe_key: format!("media:{}:{}:{what}", self.info.stream_sid, self.flow.as_str()),
             details,
         };
         // record_event logs a failure itself; the session goes on either way.
@@ -564,6 +623,14 @@ async fn phase_wake(phase: &mut Phase) -> Wake {
             Wake::Tick
         }
         Phase::Relay(upstream) => Wake::Upstream(upstream.next().await),
+        Phase::AwaitStart { until } => {
+            tokio::time::sleep_until(*until).await;
+            Wake::StartTimeout
+        }
+        Phase::AgentEnding { until } => {
+            tokio::time::sleep_until(*until).await;
+            Wake::AgentEndTimeout
+        }
         _ => std::future::pending().await,
     }
 }

@@ -253,15 +253,21 @@ fn get_call(app: &App, sid: &str) -> Response<Body> {
 
 fn health(app: &App) -> Response<Body> {
     let size = app.store.size_on_disk().ok();
+    let store_error = app.store.fault();
+    // Degraded: the call log refuses writes or lost something at start, or the certificate
+    // Twilio is shown has expired.
+    let degraded = app.store_failed.load(std::sync::atomic::Ordering::Relaxed)
+        || store_error.is_some()
+        || app.tls.status().borrow().expired(jiff::Timestamp::now());
     h::json(
         StatusCode::OK,
         &serde_json::json!({
-            "status": if app.store_failed.load(std::sync::atomic::Ordering::Relaxed) { "degraded" } else { "ok" },
+            "status": if degraded { "degraded" } else { "ok" },
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_secs": app.started.elapsed().as_secs(),
             "calls": app.store.count(),
             "store_bytes": size,
-            "store_error": app.store.fault(),
+            "store_error": store_error,
             "public_url": app.config.public_url.origin(),
             "tls": &*app.tls.status().borrow(),
             "tls_fault": app.tls.status().borrow().fault(jiff::Timestamp::now()),

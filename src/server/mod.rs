@@ -221,9 +221,11 @@ async fn accept_loop<F, Fut>(
         let handler = handler.clone();
         let shutdown = shutdown.clone();
         let tls = tls.clone();
+        let share = slot.address_share();
         tracker.spawn(async move {
+            let conn = Conn { name, peer, share };
             match tls {
-                None => serve_http(name, peer, TokioIo::new(stream), header_timeout, shutdown, handler).await,
+                None => serve_http(conn, TokioIo::new(stream), header_timeout, shutdown, handler).await,
                 // The handshake runs in the connection's task, under its permit and a deadline,
                 // so slow or silent clients cannot stall the accept loop.
                 Some((acceptor, timeout)) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
@@ -233,7 +235,7 @@ async fn accept_loop<F, Fut>(
                             log::debug!("{name}: answered TLS-ALPN-01 validation from {peer}");
                             let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
                         } else {
-                            serve_http(name, peer, TokioIo::new(stream), header_timeout, shutdown, handler).await;
+                            serve_http(conn, TokioIo::new(stream), header_timeout, shutdown, handler).await;
                         }
                     }
                     Ok(Err(e)) => log::debug!("{name} connection from {peer}: TLS handshake failed: {e}"),
@@ -284,7 +286,13 @@ async fn admin_accept_loop(
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             tokio::select! {
-                () = serve_http("admin", peer, TokioIo::new(stream), header_timeout, shutdown, handler) => {}
+                () = serve_http(
+                    Conn { name: "admin", peer, share: crate::net::AddressShareCell::empty() },
+                    TokioIo::new(stream),
+                    header_timeout,
+                    shutdown,
+                    handler,
+                ) => {}
                 // Only connections without credentials are evicted; a request in flight on one
                 // (a login form post) is cut off, and its client may retry.
                 () = ticket.evicted().cancelled() => log::debug!("admin connection from {peer} closed to make room"),
@@ -293,10 +301,18 @@ async fn admin_accept_loop(
     }
 }
 
-/// Serves HTTP/1.1 (with upgrades, for WebSockets) on one plain or TLS connection.
-async fn serve_http<I, F, Fut>(
+/// Who a connection is: its listener's name, its client and its place in that client's share.
+struct Conn {
     name: &'static str,
     peer: SocketAddr,
+    share: crate::net::AddressShareCell,
+}
+
+/// Serves HTTP/1.1 (with upgrades, for WebSockets) on one plain or TLS connection. Each
+/// request carries the client's address and the connection's address share (an upgrade
+/// takes the share along, see [`crate::media`]).
+async fn serve_http<I, F, Fut>(
+    Conn { name, peer, share }: Conn,
     io: TokioIo<I>,
     header_timeout: Duration,
     shutdown: CancellationToken,
@@ -308,6 +324,7 @@ async fn serve_http<I, F, Fut>(
 {
     let service = service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(PeerAddr(peer));
+        req.extensions_mut().insert(share.clone());
         let fut = handler(req);
         async move { Ok::<_, Infallible>(fut.await) }
     });

@@ -4,6 +4,7 @@
 
 pub mod form;
 pub mod media;
+pub mod sid;
 pub mod signature;
 pub mod twiml;
 pub mod webhook;

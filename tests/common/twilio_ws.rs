@@ -157,3 +157,8 @@ pub fn test_audio(frames: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A CallSid of Twilio's shape (`CA` + 32 lowercase hex digits), distinct per `n`.
+pub fn call_sid(n: u128) -> String {
+    format!("CA{n:032x}")
+}
