@@ -213,12 +213,22 @@ async fn owner_logs_in_watches_a_call_arrive_plays_it_and_logs_out() {
     assert_eq!(server.app.indicators.snapshot().output.messages_waiting, 0);
 
     // Filters: a second call, still ringing, is not a voicemail.
-    let ringing = [("CallSid", "CAb0001"), ("From", "+15035550199"), ("To", "+15035550100"), ("CallStatus", "ringing")];
+    let ringing = [
+        ("CallSid", "CA00000000000000000000006230303031"),
+        ("From", "+15035550199"),
+        ("To", "+15035550100"),
+        ("CallStatus", "ringing"),
+    ];
     assert_eq!(server.post_signed("/api/v1/webhooks/incoming-call", &ringing).await.status, StatusCode::OK);
-    wait_js(&c, "document.querySelector('#live [data-sid=CAb0001]')", "a second, ringing call").await;
+    wait_js(
+        &c,
+        "document.querySelector('#live [data-sid=CA00000000000000000000006230303031]')",
+        "a second, ringing call",
+    )
+    .await;
     c.find(Locator::Css("[data-filter=voicemail]")).await.unwrap().click().await.unwrap();
     let only_voicemail = format!(
-        "!document.querySelector('#calls [data-sid=CAb0001]') && document.querySelector('#calls [data-sid={sid}]')"
+        "!document.querySelector('#calls [data-sid=CA00000000000000000000006230303031]') && document.querySelector('#calls [data-sid={sid}]')"
     );
     wait_js(&c, &only_voicemail, "the voicemail filter").await;
 

@@ -146,11 +146,18 @@ fn check_refuses_template_and_malformed_secrets() {
 async fn calls_shows_the_same_log_with_the_service_running_and_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let server = BinServer::spawn_dev(dir.path());
-    for (sid, from) in [("CA8000", "+15035550111"), ("CA8001", "+15035550122")] {
+    for (sid, from) in
+        [("CA00000000000000000000000038303030", "+15035550111"), ("CA00000000000000000000000038303031", "+15035550122")]
+    {
         let p = [("CallSid", sid), ("From", from), ("To", "+15035550100"), ("CallStatus", "ringing")];
         assert_eq!(server.post_signed("/api/v1/webhooks/incoming-call", &p).await.status, StatusCode::OK);
     }
-    let p = [("CallSid", "CA8000"), ("CallStatus", "completed"), ("SequenceNumber", "3"), ("CallDuration", "42")];
+    let p = [
+        ("CallSid", "CA00000000000000000000000038303030"),
+        ("CallStatus", "completed"),
+        ("SequenceNumber", "3"),
+        ("CallDuration", "42"),
+    ];
     assert_eq!(server.post_signed("/api/v1/webhooks/call-status", &p).await.status, StatusCode::NO_CONTENT);
 
     let admin_url = format!("http://{}", server.admin);
@@ -168,11 +175,13 @@ async fn calls_shows_the_same_log_with_the_service_running_and_stopped() {
     let live_table = run(false);
     // While the service runs, the store is locked: the answer came through the admin API.
     assert!(
-        live_table.contains("CA8000") && live_table.contains("completed") && live_table.contains("42"),
+        live_table.contains("CA00000000000000000000000038303030")
+            && live_table.contains("completed")
+            && live_table.contains("42"),
         "{live_table}"
     );
     let lines: Vec<&str> = live_table.lines().collect();
-    assert!(lines[1].contains("CA8001"), "newest first: {live_table}");
+    assert!(lines[1].contains("CA00000000000000000000000038303031"), "newest first: {live_table}");
 
     assert!(server.terminate().success(), "clean exit on SIGTERM");
     let stopped_json = run(true);

@@ -119,7 +119,7 @@ async fn metrics_parse_and_count_the_calls_placed() {
             .iter()
             .enumerate()
     {
-        let sid = format!("CA9{i:03}");
+        let sid = format!("CA9{i:031}");
         assert_eq!(
             server.post_signed("/api/v1/webhooks/incoming-call", &place_call(&sid, line)).await.status,
             StatusCode::OK
@@ -132,7 +132,10 @@ async fn metrics_parse_and_count_the_calls_placed() {
     }
     // One call still ringing.
     assert_eq!(
-        server.post_signed("/api/v1/webhooks/incoming-call", &place_call("CA9100", service)).await.status,
+        server
+            .post_signed("/api/v1/webhooks/incoming-call", &place_call("CA00000000000000000000000039313030", service))
+            .await
+            .status,
         StatusCode::OK
     );
     webhooks += 1;
@@ -199,7 +202,7 @@ async fn csv_export_round_trips_awkward_values() {
     let server = TestServer::start().await;
     let names = ["Müller, \"Bob\" & Söhne 🚗", "plain", "line\nbreak, and \"quotes\""];
     for (i, name) in names.iter().enumerate() {
-        let sid = format!("CA8{i:03}");
+        let sid = format!("CA8{i:031}");
         let p = [("CallSid", sid.as_str()), ("From", "+1, \"555\""), ("To", "+15035550100"), ("CallerName", name)];
         assert_eq!(server.post_signed("/api/v1/webhooks/incoming-call", &p).await.status, StatusCode::OK);
     }
@@ -241,11 +244,12 @@ async fn csv_export_neutralises_formulas_and_keeps_phone_numbers_text() {
         " =1+2",
     ];
     for (i, name) in evil.iter().enumerate() {
-        let sid = format!("CA84{i:02}");
+        let sid = format!("CA84{i:030}");
         let p = [("CallSid", sid.as_str()), ("From", "+15035550123"), ("To", "+15035550100"), ("CallerName", name)];
         assert_eq!(server.post_signed("/api/v1/webhooks/incoming-call", &p).await.status, StatusCode::OK);
     }
-    let harmless = [("CA8490", "Bob's Garage"), ("CA8491", "Müller 2+2")];
+    let harmless =
+        [("CA00000000000000000000000038343930", "Bob's Garage"), ("CA00000000000000000000000038343931", "Müller 2+2")];
     for (sid, name) in harmless {
         let p = [("CallSid", sid), ("From", "=cmd|' /C calc'!A0"), ("To", "+15035550100"), ("CallerName", name)];
         assert_eq!(server.post_signed("/api/v1/webhooks/incoming-call", &p).await.status, StatusCode::OK);
@@ -260,7 +264,7 @@ async fn csv_export_neutralises_formulas_and_keeps_phone_numbers_text() {
         reader.records().map(Result::unwrap).map(|r| (r[col("call_sid")].to_owned(), r)).collect();
     assert_eq!(rows.len(), evil.len() + harmless.len());
     for (i, name) in evil.iter().enumerate() {
-        let row = &rows[&format!("CA84{i:02}")];
+        let row = &rows[&format!("CA84{i:030}")];
         assert_eq!(row[col("caller_name")], format!("'{name}"), "{name:?}");
         // An E.164 number stays readable: text, not a formula and not 1.5E+10.
         assert_eq!(&row[col("from")], "'+15035550123");
@@ -282,7 +286,7 @@ async fn csv_export_neutralises_formulas_and_keeps_phone_numbers_text() {
 #[tokio::test]
 async fn csv_dates_beyond_what_the_box_can_represent_are_clamped() {
     let server = TestServer::start().await;
-    let params = incoming_params("CA8500");
+    let params = incoming_params("CA00000000000000000000000038353030");
     assert_eq!(server.post_signed("/api/v1/webhooks/incoming-call", &refs(&params)).await.status, StatusCode::OK);
     let auth = format!("Bearer {ADMIN_TOKEN}");
     let rows = |r: &Reply| -> Vec<String> {
@@ -299,7 +303,7 @@ async fn csv_dates_beyond_what_the_box_can_represent_are_clamped() {
         let r =
             admin(&server, Method::GET, &format!("/api/v1/calls.csv?{query}"), &[("authorization", &auth)], "").await;
         assert_eq!(r.status, StatusCode::OK, "{query}: {}", r.text());
-        assert_eq!(rows(&r), ["CA8500"], "{query}");
+        assert_eq!(rows(&r), ["CA00000000000000000000000038353030"], "{query}");
     }
     // A range wholly beyond the representable end is empty, not an error.
     let r =
@@ -317,7 +321,7 @@ async fn csv_dates_beyond_what_the_box_can_represent_are_clamped() {
 #[tokio::test]
 async fn head_is_answered_like_get_without_a_body() {
     let server = TestServer::start().await;
-    let params = incoming_params("CA8600");
+    let params = incoming_params("CA00000000000000000000000038363030");
     assert_eq!(server.post_signed("/api/v1/webhooks/incoming-call", &refs(&params)).await.status, StatusCode::OK);
     let auth = format!("Bearer {ADMIN_TOKEN}");
     let with_token = [("authorization", auth.as_str())];
@@ -328,7 +332,7 @@ async fn head_is_answered_like_get_without_a_body() {
         ("/assets/app.js", &[][..]),
         ("/", &with_token[..]),
         ("/api/v1/calls", &with_token[..]),
-        ("/api/v1/calls/CA8600", &with_token[..]),
+        ("/api/v1/calls/CA00000000000000000000000038363030", &with_token[..]),
         ("/api/v1/calls.csv", &with_token[..]),
         ("/api/v1/health", &with_token[..]),
         ("/api/v1/indicators", &with_token[..]),
@@ -385,9 +389,12 @@ async fn recordings_are_served_with_ranges_and_only_from_the_data_dir() {
     let server = TestServer::start().await;
     let wav = wav_bytes(8000);
     std::fs::create_dir_all(server.dir.path().join("recordings")).unwrap();
-    std::fs::write(server.dir.path().join("recordings/CA7700.wav"), &wav).unwrap();
-    for (sid, path) in [("CA7700", "recordings/CA7700.wav"), ("CA7701", "../../etc/passwd"), ("CA7702", "/etc/passwd")]
-    {
+    std::fs::write(server.dir.path().join("recordings/CA00000000000000000000000037373030.wav"), &wav).unwrap();
+    for (sid, path) in [
+        ("CA00000000000000000000000037373030", "recordings/CA00000000000000000000000037373030.wav"),
+        ("CA00000000000000000000000037373031", "../../etc/passwd"),
+        ("CA00000000000000000000000037373032", "/etc/passwd"),
+    ] {
         let event = CallEvent {
             call_sid: sid.into(),
             source: EventSource::MediaStream,
@@ -408,7 +415,14 @@ async fn recordings_are_served_with_ranges_and_only_from_the_data_dir() {
         server.app.record_event(event).await.unwrap();
     }
     let auth = format!("Bearer {ADMIN_TOKEN}");
-    let whole = admin(&server, Method::GET, "/api/v1/calls/CA7700/recording", &[("authorization", &auth)], "").await;
+    let whole = admin(
+        &server,
+        Method::GET,
+        "/api/v1/calls/CA00000000000000000000000037373030/recording",
+        &[("authorization", &auth)],
+        "",
+    )
+    .await;
     assert_eq!(whole.status, StatusCode::OK);
     assert_eq!(whole.headers["content-type"], "audio/wav");
     assert_eq!(whole.headers["accept-ranges"], "bytes");
@@ -416,7 +430,7 @@ async fn recordings_are_served_with_ranges_and_only_from_the_data_dir() {
     let part = admin(
         &server,
         Method::GET,
-        "/api/v1/calls/CA7700/recording",
+        "/api/v1/calls/CA00000000000000000000000037373030/recording",
         &[("authorization", &auth), ("range", "bytes=44-99")],
         "",
     )
@@ -427,7 +441,7 @@ async fn recordings_are_served_with_ranges_and_only_from_the_data_dir() {
     let tail = admin(
         &server,
         Method::GET,
-        "/api/v1/calls/CA7700/recording",
+        "/api/v1/calls/CA00000000000000000000000037373030/recording",
         &[("authorization", &auth), ("range", "bytes=-10")],
         "",
     )
@@ -436,19 +450,23 @@ async fn recordings_are_served_with_ranges_and_only_from_the_data_dir() {
     let bad = admin(
         &server,
         Method::GET,
-        "/api/v1/calls/CA7700/recording",
+        "/api/v1/calls/CA00000000000000000000000037373030/recording",
         &[("authorization", &auth), ("range", "bytes=99999999-")],
         "",
     )
     .await;
     assert_eq!(bad.status, StatusCode::RANGE_NOT_SATISFIABLE);
-    for sid in ["CA7701", "CA7702", "CA0000"] {
+    for sid in [
+        "CA00000000000000000000000037373031",
+        "CA00000000000000000000000037373032",
+        "CA00000000000000000000000030303030",
+    ] {
         let r = admin(&server, Method::GET, &format!("/api/v1/calls/{sid}/recording"), &[("authorization", &auth)], "")
             .await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{sid}");
     }
     assert_eq!(
-        admin(&server, Method::GET, "/api/v1/calls/CA7700/recording", &[], "").await.status,
+        admin(&server, Method::GET, "/api/v1/calls/CA00000000000000000000000037373030/recording", &[], "").await.status,
         StatusCode::UNAUTHORIZED
     );
 }

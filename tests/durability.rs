@@ -20,11 +20,15 @@ fn seqs_of(call: &serde_json::Value) -> BTreeSet<u64> {
 #[tokio::test]
 async fn events_survive_a_graceful_restart() {
     let server = TestServer::start().await;
-    let params = incoming_params("CA5000");
+    let params = incoming_params("CA00000000000000000000000035303030");
     assert_eq!(server.post_signed("/api/v1/webhooks/incoming-call", &refs(&params)).await.status, StatusCode::OK);
     for (seq, status) in [(0, "initiated"), (1, "ringing"), (2, "in-progress"), (3, "completed")] {
         let s = seq.to_string();
-        let mut p = vec![("CallSid", "CA5000"), ("CallStatus", status), ("SequenceNumber", s.as_str())];
+        let mut p = vec![
+            ("CallSid", "CA00000000000000000000000035303030"),
+            ("CallStatus", status),
+            ("SequenceNumber", s.as_str()),
+        ];
         if status == "completed" {
             p.push(("CallDuration", "61"));
         }
@@ -33,7 +37,7 @@ async fn events_survive_a_graceful_restart() {
     let dir = server.stop().await;
 
     let server = TestServer::start_in(dir, |_| {}).await;
-    let call = server.admin_get("/api/v1/calls/CA5000", true).await.json();
+    let call = server.admin_get("/api/v1/calls/CA00000000000000000000000035303030", true).await.json();
     assert_eq!(call["status"], "completed");
     assert_eq!(call["duration_secs"], 61);
     assert_eq!(call["from"], "+15035550123");
@@ -44,15 +48,20 @@ async fn events_survive_a_graceful_restart() {
 #[tokio::test]
 async fn duplicates_are_stored_once_and_late_events_never_move_a_call_back() {
     let server = TestServer::start().await;
-    let completed =
-        [("CallSid", "CA5100"), ("CallStatus", "completed"), ("SequenceNumber", "3"), ("CallDuration", "12")];
-    let ringing = [("CallSid", "CA5100"), ("CallStatus", "ringing"), ("SequenceNumber", "1")];
+    let completed = [
+        ("CallSid", "CA00000000000000000000000035313030"),
+        ("CallStatus", "completed"),
+        ("SequenceNumber", "3"),
+        ("CallDuration", "12"),
+    ];
+    let ringing =
+        [("CallSid", "CA00000000000000000000000035313030"), ("CallStatus", "ringing"), ("SequenceNumber", "1")];
     assert_eq!(server.post_signed(STATUS, &completed).await.status, StatusCode::NO_CONTENT);
     assert_eq!(server.post_signed(STATUS, &ringing).await.status, StatusCode::NO_CONTENT);
     // Twilio retries: same SequenceNumber, answered again with 2xx, stored once.
     assert_eq!(server.post_signed(STATUS, &completed).await.status, StatusCode::NO_CONTENT);
     assert_eq!(server.post_signed(STATUS, &ringing).await.status, StatusCode::NO_CONTENT);
-    let call = server.admin_get("/api/v1/calls/CA5100", true).await.json();
+    let call = server.admin_get("/api/v1/calls/CA00000000000000000000000035313030", true).await.json();
     assert_eq!(call["status"], "completed", "a late ringing does not reopen the call");
     assert_eq!(call["duration_secs"], 12);
     assert_eq!(call["events"].as_array().unwrap().len(), 2);
@@ -76,7 +85,7 @@ async fn acknowledged_events_survive_sigkill() {
             let twilio = server.twilio();
             let acked = acked.clone();
             writers.push(tokio::spawn(async move {
-                let sid = format!("CA6{round:03}{w}");
+                let sid = format!("CA6{round:030}{w}");
                 for seq in 0u64.. {
                     let s = seq.to_string();
                     let p = [("CallSid", sid.as_str()), ("CallStatus", "ringing"), ("SequenceNumber", s.as_str())];

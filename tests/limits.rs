@@ -35,7 +35,7 @@ async fn silent_and_half_sent_requests_are_dropped_after_the_header_timeout() {
         assert!(read.is_ok(), "connection still held open after the header timeout");
     }
     // Their slots are free again: a real request is served.
-    let params = incoming_params("CA7500");
+    let params = incoming_params("CA00000000000000000000000037353030");
     assert_eq!(server.post_signed("/api/v1/webhooks/incoming-call", &refs(&params)).await.status, StatusCode::OK);
 }
 
@@ -115,7 +115,12 @@ async fn slow_header_writers_from_one_address_cannot_lock_twilio_out() {
     // share, the attacker would hold all 32 slots for the 600 s header timeout and these would
     // wait in the backlog past the client's deadline.
     for _ in 0..20 {
-        assert_incoming_call_answered(&server, "CA7501", "while slow writers held connections").await;
+        assert_incoming_call_answered(
+            &server,
+            "CA00000000000000000000000037353031",
+            "while slow writers held connections",
+        )
+        .await;
     }
 
     // Every refused connection sees its close (the accept loop may still be working through
@@ -209,7 +214,7 @@ async fn a_connection_flood_is_held_to_the_cap_in_count_and_memory() {
 
     // Once the flood lets go, Twilio is served again.
     drop(flood);
-    assert_incoming_call_answered(&server, "CA7502", "after the flood ended").await;
+    assert_incoming_call_answered(&server, "CA00000000000000000000000037353032", "after the flood ended").await;
 }
 
 /// Opens the media stream as Twilio does (signed upgrade), from the loopback address `from`.

@@ -436,7 +436,7 @@ fn box_config(public_port: u16, admin_port: u16, admin_token: &str) -> String {
     format!(
         "public_url = \"https://callbox-test.localdomain\"\n\n[server]\nlisten = \"127.0.0.1:{public_port}\"\n\n\
          [admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"{admin_token}\"\n\n\
-         [twilio]\nauth_token = \"test-twilio-auth-token\"\n\n[storage]\ndir = \"/var/lib/callbox\"\n\n[tls]\nmode = \"off\"\n"
+         [twilio]\nauth_token = \"e3b0c44298fc1c149afbf4c8996fb924\"\n\n[storage]\ndir = \"/var/lib/callbox\"\n\n[tls]\nmode = \"off\"\n"
     )
 }
 

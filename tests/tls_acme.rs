@@ -97,7 +97,7 @@ async fn tls_alpn_01_certificate_is_served_and_reused_after_restart() {
     assert_eq!(status.certificate.unwrap().serial, serial);
     let mut conn = server.tls_conn(&[root]).await.unwrap();
     assert_eq!(conn.leaf_serial(), serial);
-    incoming_call_over(&server, &mut conn, "CA7002").await;
+    incoming_call_over(&server, &mut conn, "CA00000000000000000000000037303032").await;
     assert_eq!(pebble.issued(), issued, "no new certificate after restart:\n{}", pebble.log());
     assert_eq!(pebble.orders(), 1, "no new order after restart:\n{}", pebble.log());
     assert_eq!(pebble.accounts(), 1, "the stored account is reused:\n{}", pebble.log());
@@ -121,7 +121,7 @@ async fn http_01_certificate_is_served_and_port_80_redirects() {
     let root = pebble.issuing_root().await;
     let mut conn = server.tls_conn(&[root]).await.unwrap();
     assert_eq!(conn.leaf_dns_names(), vec![DOMAIN.to_string()]);
-    incoming_call_over(&server, &mut conn, "CA7101").await;
+    incoming_call_over(&server, &mut conn, "CA00000000000000000000000037313031").await;
 
     // Port 80 answers only challenges; everything else goes to https.
     let http_addr = ([127, 0, 0, 1], http_port).into();
@@ -176,7 +176,7 @@ async fn renewal_serves_new_certificate_to_new_connections_and_keeps_open_ones()
     assert_ne!(fresh.leaf_serial(), first.serial, "new connections get the renewed certificate");
     // The connection opened before the renewal is still up and still served, and so is the
     // WebSocket: it still takes audio, and `#` still ends the message as usual.
-    incoming_call_over(&server, &mut open, "CA7202").await;
+    incoming_call_over(&server, &mut open, "CA00000000000000000000000037323032").await;
     assert_eq!(open.leaf_serial(), first.serial);
     caller.media(&twilio_ws::test_audio(10)).await;
     caller.dtmf("#").await;
@@ -251,7 +251,7 @@ async fn ca_outage_keeps_serving_backs_off_and_recovers() {
     assert!(s.last_error.is_none());
     let new_root = pebble.issuing_root().await;
     let mut conn = server.tls_conn(&[new_root]).await.unwrap();
-    incoming_call_over(&server, &mut conn, "CA7301").await;
+    incoming_call_over(&server, &mut conn, "CA00000000000000000000000037333031").await;
     assert_eq!(server.admin_get("/api/v1/health", true).await.json()["tls_fault"], false);
     server.stop().await;
 }
@@ -414,7 +414,7 @@ async fn external_account_binding_is_sent_when_the_ca_requires_it() {
     server.wait_tls("a certificate with EAB", |s| s.certificate.is_some()).await;
     let root = pebble.issuing_root().await;
     let mut conn = server.tls_conn(&[root]).await.unwrap();
-    incoming_call_over(&server, &mut conn, "CA7401").await;
+    incoming_call_over(&server, &mut conn, "CA00000000000000000000000037343031").await;
     server.stop().await;
 }
 

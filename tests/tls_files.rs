@@ -86,7 +86,7 @@ async fn replaced_files_switch_the_certificate_and_bad_files_keep_the_old_one() 
     let mut conn = server.tls_conn(&[ca.root()]).await.unwrap();
     assert_eq!(conn.leaf_serial(), serial_a);
     assert_eq!(conn.leaf_dns_names(), vec![DOMAIN.to_string()]);
-    let params = incoming_params("CA8001");
+    let params = incoming_params("CA00000000000000000000000038303031");
     let reply = server.post_signed_on(&mut conn, "/api/v1/webhooks/incoming-call", &refs(&params)).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
 

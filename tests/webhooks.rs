@@ -26,7 +26,8 @@ async fn incoming_call_twiml_structure_and_exact_parameter_round_trip() {
     let server = TestServer::start_with(|c| c.twilio.front_desk = Some("+15035550100".into())).await;
     let from = "Tom & Jerry's \"Auto\" <Repair> é";
     let to = "+1 (503) <555> & 'x'";
-    let params = [("CallSid", "CA0001"), ("From", from), ("To", to), ("CallStatus", "ringing")];
+    let params =
+        [("CallSid", "CA00000000000000000000000030303031"), ("From", from), ("To", to), ("CallStatus", "ringing")];
     for path in [INCOMING, "/api/v1/voice/incoming"] {
         let reply = server.post_signed(path, &params).await;
         assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.text());
@@ -40,10 +41,11 @@ async fn incoming_call_twiml_structure_and_exact_parameter_round_trip() {
         assert_eq!(verbs, ["Connect", "Dial"], "the front desk is dialled after the stream ends");
         let (url, got) = stream_of(&doc);
         assert_eq!(url, format!("wss://127.0.0.1:{}/api/v1/voice/media-stream", server.public.port()));
-        let expected: Vec<(String, String)> = [("From", from), ("To", to), ("CallSid", "CA0001")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let expected: Vec<(String, String)> =
+            [("From", from), ("To", to), ("CallSid", "CA00000000000000000000000030303031")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
         assert_eq!(got, expected);
     }
 }
@@ -51,7 +53,8 @@ async fn incoming_call_twiml_structure_and_exact_parameter_round_trip() {
 #[tokio::test]
 async fn control_characters_never_break_the_xml() {
     let server = TestServer::start().await;
-    let params = [("CallSid", "CA0002"), ("From", "a\u{1}b\u{0}c\u{1b}[31m"), ("To", "+1\u{7f}5")];
+    let params =
+        [("CallSid", "CA00000000000000000000000030303032"), ("From", "a\u{1}b\u{0}c\u{1b}[31m"), ("To", "+1\u{7f}5")];
     let reply = server.post_signed(INCOMING, &params).await;
     assert_eq!(reply.status, StatusCode::OK);
     let text = reply.text();
@@ -78,7 +81,9 @@ async fn wss_url_follows_every_public_url_form() {
             *c = c.clone().with_public_url(callbox::config::PublicUrl::parse(public_url).unwrap());
         })
         .await;
-        let reply = server.post_signed(INCOMING, &[("CallSid", "CA0003"), ("From", "+1"), ("To", "+2")]).await;
+        let reply = server
+            .post_signed(INCOMING, &[("CallSid", "CA00000000000000000000000030303033"), ("From", "+1"), ("To", "+2")])
+            .await;
         assert_eq!(reply.status, StatusCode::OK, "{public_url}: {}", reply.text());
         let text = reply.text();
         let (url, _) = stream_of(&roxmltree::Document::parse(&text).unwrap());
@@ -93,7 +98,7 @@ async fn every_call_status_is_accepted_and_stored() {
     let statuses =
         ["queued", "initiated", "ringing", "in-progress", "completed", "busy", "failed", "no-answer", "canceled"];
     for (i, status) in statuses.iter().enumerate() {
-        let sid = format!("CA1{i:03}");
+        let sid = format!("CA1{i:031}");
         let seq = "0";
         let reply =
             server.post_signed(STATUS, &[("CallSid", &sid), ("CallStatus", status), ("SequenceNumber", seq)]).await;
@@ -103,7 +108,10 @@ async fn every_call_status_is_accepted_and_stored() {
     }
     // Both the path and the seed's alias.
     let reply = server
-        .post_signed("/api/v1/webhooks/twilio/status", &[("CallSid", "CA2000"), ("CallStatus", "completed")])
+        .post_signed(
+            "/api/v1/webhooks/twilio/status",
+            &[("CallSid", "CA00000000000000000000000032303030"), ("CallStatus", "completed")],
+        )
         .await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
 }
@@ -111,7 +119,8 @@ async fn every_call_status_is_accepted_and_stored() {
 #[tokio::test]
 async fn forged_requests_are_refused_with_403() {
     let server = TestServer::start().await;
-    let params = [("CallSid", "CA3000"), ("CallStatus", "ringing"), ("From", "+15035550123")];
+    let params =
+        [("CallSid", "CA00000000000000000000000033303030"), ("CallStatus", "ringing"), ("From", "+15035550123")];
     // Unsigned.
     assert_eq!(server.post_form(STATUS, &params, None).await.status, StatusCode::FORBIDDEN);
     // Garbage signature, and a base64 one of the right length but wrong.
@@ -125,14 +134,18 @@ async fn forged_requests_are_refused_with_403() {
     assert_eq!(server.post_form(STATUS, &params, Some(&other)).await.status, StatusCode::FORBIDDEN);
     // A valid signature re-used with other params (a replayed signature on a forged body).
     let sig = server.sign(STATUS, &params);
-    let forged = [("CallSid", "CA3000"), ("CallStatus", "completed"), ("From", "+15035550123")];
+    let forged =
+        [("CallSid", "CA00000000000000000000000033303030"), ("CallStatus", "completed"), ("From", "+15035550123")];
     assert_eq!(server.post_form(STATUS, &forged, Some(&sig)).await.status, StatusCode::FORBIDDEN);
     // A valid signature for another path or query.
     assert_eq!(server.post_form(INCOMING, &params, Some(&sig)).await.status, StatusCode::FORBIDDEN);
     let sig_q = server.sign(&format!("{STATUS}?x=1"), &params);
     assert_eq!(server.post_form(STATUS, &params, Some(&sig_q)).await.status, StatusCode::FORBIDDEN);
     // Nothing was stored.
-    assert_eq!(server.admin_get("/api/v1/calls/CA3000", true).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        server.admin_get("/api/v1/calls/CA00000000000000000000000033303030", true).await.status,
+        StatusCode::NOT_FOUND
+    );
     // And the genuine request still works.
     assert_eq!(server.post_form(STATUS, &params, Some(&sig)).await.status, StatusCode::NO_CONTENT);
 }
@@ -142,7 +155,8 @@ async fn query_strings_are_signed_as_received() {
     // Twilio hashes the URL exactly as configured in its console, query included (twilio.md §4.8 V3).
     let server = TestServer::start().await;
     let target = format!("{STATUS}?shop=42&leg=a%20b&note=it%27s+ok");
-    let params = [("CallSid", "CA3100"), ("CallStatus", "completed"), ("CallDuration", "37")];
+    let params =
+        [("CallSid", "CA00000000000000000000000033313030"), ("CallStatus", "completed"), ("CallDuration", "37")];
     let reply = server.post_signed(&target, &params).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text());
     // The same signature over a decoded query does not match.
@@ -175,7 +189,10 @@ async fn bad_requests_get_clear_4xx_and_the_server_carries_on() {
     );
     // Garbage bytes and bad percent-encoding.
     assert_eq!(form(b"\xff\xfe\x00garbage").await.status, StatusCode::BAD_REQUEST);
-    assert_eq!(form(b"CallSid=CA1&CallStatus=%zz").await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        form(b"CallSid=CA00000000000000000000000000000031&CallStatus=%zz").await.status,
+        StatusCode::BAD_REQUEST
+    );
     assert_eq!(form(b"CallSid=%E2%28%A1").await.status, StatusCode::BAD_REQUEST);
     // 1 MiB body.
     let big = vec![b'a'; 1 << 20];
@@ -211,7 +228,7 @@ async fn bad_requests_get_clear_4xx_and_the_server_carries_on() {
     );
 
     // After all that, a real call is answered normally.
-    let params = incoming_params("CA4000");
+    let params = incoming_params("CA00000000000000000000000034303030");
     assert_eq!(server.post_signed(INCOMING, &refs(&params)).await.status, StatusCode::OK);
     let health = request(server.public, Method::GET, "/healthz", &[], Bytes::new()).await;
     assert_eq!(health.status, StatusCode::OK);
@@ -230,6 +247,6 @@ async fn oversized_headers_are_refused_without_harm() {
     if let Ok(resp) = tx.send_request(req).await {
         assert!(resp.status().is_client_error(), "{}", resp.status());
     }
-    let params = incoming_params("CA4100");
+    let params = incoming_params("CA00000000000000000000000034313030");
     assert_eq!(server.post_signed(INCOMING, &refs(&params)).await.status, StatusCode::OK);
 }

@@ -41,9 +41,9 @@ const SUFFIX: &str = "cbj";
 #[serde(tag = "op", rename_all = "snake_case")]
 pub(super) enum Entry {
     /// An event, applied to its call's record by the record's own rules (idempotent).
-    Event(CallEvent),
+    Event(Box<CallEvent>),
     /// A call's whole record, replacing what was there (media sessions, compaction).
-    Put(CallRecord),
+    Put(Box<CallRecord>),
     /// A call removed by retention.
     Remove {
         /// The call.
@@ -276,7 +276,7 @@ mod tests {
         let mut seg = Segment::create(dir, 1).unwrap();
         for i in 0..n {
             let e = test_event(&format!("CA{i}"), EventSource::IncomingCall, Some(CallStatus::Ringing), &[]);
-            seg.append_durably(&frame(&Entry::Event(e)), 1).unwrap();
+            seg.append_durably(&frame(&Entry::Event(Box::new(e))), 1).unwrap();
         }
         if seal {
             seg.seal().unwrap();

@@ -307,7 +307,7 @@ impl Store {
                 // still be in the flusher's hands.
                 self.appended()
             } else {
-                let position = self.append(&Entry::Event(event));
+                let position = self.append(&Entry::Event(Box::new(event)));
                 self.put_in(&db, &record, old_first_seen)?;
                 position
             };
@@ -330,7 +330,7 @@ impl Store {
             let Some(mut record) = get_in(&db, call_sid)? else { return Ok(None) };
             let old_first_seen = record.first_seen;
             change(&mut record);
-            let (generation, lsn) = self.append(&Entry::Put(record.clone()));
+            let (generation, lsn) = self.append(&Entry::Put(Box::new(record.clone())));
             self.put_in(&db, &record, Some(old_first_seen))?;
             (record, generation, lsn)
         };
@@ -540,7 +540,7 @@ impl Store {
         let records = keys.into_iter().filter_map(|sid| {
             let _stripe = self.stripe(&sid);
             let db = self.db().ok()?;
-            get_in(&db, &sid).ok().flatten().map(Entry::Put)
+            get_in(&db, &sid).ok().flatten().map(|r| Entry::Put(Box::new(r)))
         });
         let bytes = journal::write_segment(&journal_dir, snapshot_seq, records).map_err(io)?;
         let mut removed = 0;
@@ -780,7 +780,7 @@ fn recover(dir: &Path, new_journal: bool) -> Result<Recovered, StoreError> {
             .scan_prefix(RECORD_PREFIX)
             .values()
             .filter_map(Result::ok)
-            .filter_map(|v| serde_json::from_slice::<CallRecord>(&v).ok().map(Entry::Put));
+            .filter_map(|v| serde_json::from_slice::<CallRecord>(&v).ok().map(|r| Entry::Put(Box::new(r))));
         journal::write_segment(&journal_dir, next_seq, records).map_err(|e| open_err(&journal_dir, &e))?;
         for (_, path) in &segments {
             if path.exists() {
@@ -898,6 +898,7 @@ fn note_damage(dir: &Path, what: &[String]) {
 fn apply_entry(db: &sled::Db, entry: Entry) -> Result<(), StoreError> {
     match entry {
         Entry::Event(event) => {
+            let event = *event;
             let sid = event.call_sid.clone();
             match get_in(db, &sid)? {
                 Some(mut record) => {

@@ -6,6 +6,11 @@ pub fn is_call_sid(s: &str) -> bool {
     has_shape(s, "CA")
 }
 
+/// An AccountSid: `AC` followed by exactly 32 lowercase hex digits.
+pub fn is_account_sid(s: &str) -> bool {
+    has_shape(s, "AC")
+}
+
 /// A StreamSid: `MZ` followed by exactly 32 lowercase hex digits.
 pub fn is_stream_sid(s: &str) -> bool {
     has_shape(s, "MZ")

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 
 use crate::calls::{CallEvent, EventSource};
-use crate::twilio::form;
+use crate::twilio::{form, sid};
 
 /// Params kept on an event besides the ones with their own field.
 const KEPT_DETAILS: &[&str] = &[
@@ -35,6 +35,9 @@ pub enum WebhookError {
     /// A required param is absent or empty.
     #[error("missing required param {0}")]
     Missing(&'static str),
+    /// A param is named twice; Twilio never does that.
+    #[error("param {0} appears more than once")]
+    Duplicate(String),
     /// A param has a value that cannot be Twilio's.
     #[error("param {name} is invalid: {why}")]
     Invalid {
@@ -101,7 +104,7 @@ pub fn stream_status(fields: &[(String, String)], now: Timestamp) -> Result<Call
 
 fn base_event(fields: &[(String, String)], source: EventSource, now: Timestamp) -> Result<CallEvent, WebhookError> {
     let call_sid = form::get(fields, "CallSid").filter(|s| !s.is_empty()).ok_or(WebhookError::Missing("CallSid"))?;
-    validate_sid(call_sid)?;
+    validate_ids(fields, call_sid)?;
     let text = |name: &str| form::get(fields, name).filter(|v| !v.is_empty()).map(clip);
     let sequence = match form::get(fields, "SequenceNumber").filter(|v| !v.is_empty()) {
         Some(v) => Some(
@@ -135,14 +138,28 @@ fn base_event(fields: &[(String, String)], source: EventSource, now: Timestamp) 
     })
 }
 
-/// A CallSid is `CA` + 32 hex digits; accept any short run of ASCII letters and digits so
-/// test tools and other Twilio products work, and refuse anything that could not be one.
-fn validate_sid(sid: &str) -> Result<(), WebhookError> {
-    if sid.len() > 64 {
-        return Err(WebhookError::Invalid { name: "CallSid", why: "longer than 64 characters" });
+/// Twilio's signature joins names and values with no separator, so one captured request can
+/// be re-cut into others with the same signature (`CallSid=CA…CallStatusringing` merges two
+/// fields). Only Twilio's exact shapes are taken, and a form that names a field twice is
+/// refused rather than read one way or the other.
+fn validate_ids(fields: &[(String, String)], call_sid: &str) -> Result<(), WebhookError> {
+    let mut names: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+    names.sort_unstable();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(WebhookError::Duplicate(w[0].to_owned()));
     }
-    if !sid.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(WebhookError::Invalid { name: "CallSid", why: "only letters and digits are allowed" });
+    if !sid::is_call_sid(call_sid) {
+        return Err(WebhookError::Invalid { name: "CallSid", why: "not CA followed by 32 lowercase hex digits" });
+    }
+    if let Some(account) = form::get(fields, "AccountSid").filter(|s| !s.is_empty())
+        && !sid::is_account_sid(account)
+    {
+        return Err(WebhookError::Invalid { name: "AccountSid", why: "not AC followed by 32 lowercase hex digits" });
+    }
+    if let Some(stream) = form::get(fields, "StreamSid").filter(|s| !s.is_empty())
+        && !sid::is_stream_sid(stream)
+    {
+        return Err(WebhookError::Invalid { name: "StreamSid", why: "not MZ followed by 32 lowercase hex digits" });
     }
     Ok(())
 }
@@ -163,6 +180,8 @@ mod tests {
     use super::*;
     use crate::calls::CallStatus;
 
+    const SID: &str = "CA0123456789abcdef0123456789abcdef";
+
     fn f(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
@@ -171,7 +190,7 @@ mod tests {
     fn status_callback_fields() {
         let e = status_callback(
             &f(&[
-                ("CallSid", "CA1"),
+                ("CallSid", SID),
                 ("CallStatus", "completed"),
                 ("SequenceNumber", "3"),
                 ("CallDuration", "37"),
@@ -190,7 +209,7 @@ mod tests {
     #[test]
     fn a_replayed_callback_without_sequence_is_the_same_event_in_any_field_order() {
         let now = Timestamp::UNIX_EPOCH;
-        let fields = [("CallSid", "CA1"), ("CallStatus", "ringing"), ("Timestamp", "Tue, 01 Sep 2026 17:04:05 +0000")];
+        let fields = [("CallSid", SID), ("CallStatus", "ringing"), ("Timestamp", "Tue, 01 Sep 2026 17:04:05 +0000")];
         let mut reordered = fields;
         reordered.reverse();
         let a = status_callback(&f(&fields), now).unwrap();
@@ -198,8 +217,30 @@ mod tests {
         // Moving text from a value into the next name is a different request.
         let shifted = [("CallSid", "CA1C"), ("allStatus", "ringing"), ("Timestamp", "Tue, 01 Sep 2026 17:04:05 +0000")];
         assert_ne!(form_digest(&f(&fields)), form_digest(&f(&shifted)));
-        let later = [("CallSid", "CA1"), ("CallStatus", "ringing"), ("Timestamp", "Tue, 01 Sep 2026 17:04:06 +0000")];
+        let later = [("CallSid", SID), ("CallStatus", "ringing"), ("Timestamp", "Tue, 01 Sep 2026 17:04:06 +0000")];
         assert_ne!(a.dedupe_key, status_callback(&f(&later), now).unwrap().dedupe_key);
+    }
+
+    #[test]
+    fn a_captured_request_cannot_be_recut_into_another() {
+        let now = Timestamp::UNIX_EPOCH;
+        // The same bytes Twilio signed, cut so that CallSid swallows the next field.
+        let merged = format!("{SID}CallStatusringing");
+        assert!(matches!(
+            status_callback(&f(&[("CallSid", merged.as_str()), ("CallStatus", "completed")]), now),
+            Err(WebhookError::Invalid { name: "CallSid", .. })
+        ));
+        for bad in ["CA1", "CA0123456789ABCDEF0123456789ABCDEF", "CAxyz"] {
+            assert!(matches!(incoming_call(&f(&[("CallSid", bad)]), now), Err(WebhookError::Invalid { .. })), "{bad}");
+        }
+        assert_eq!(
+            incoming_call(&f(&[("CallSid", SID), ("From", "+1"), ("From", "+2")]), now).unwrap_err(),
+            WebhookError::Duplicate("From".into())
+        );
+        assert!(matches!(
+            incoming_call(&f(&[("CallSid", SID), ("AccountSid", "ACnope")]), now),
+            Err(WebhookError::Invalid { name: "AccountSid", .. })
+        ));
     }
 
     #[test]
@@ -209,10 +250,10 @@ mod tests {
             status_callback(&f(&[("CallStatus", "ringing")]), now).unwrap_err(),
             WebhookError::Missing("CallSid")
         );
-        assert_eq!(status_callback(&f(&[("CallSid", "CA1")]), now).unwrap_err(), WebhookError::Missing("CallStatus"));
+        assert_eq!(status_callback(&f(&[("CallSid", SID)]), now).unwrap_err(), WebhookError::Missing("CallStatus"));
         assert!(matches!(incoming_call(&f(&[("CallSid", "CA 1")]), now), Err(WebhookError::Invalid { .. })));
         assert!(matches!(
-            status_callback(&f(&[("CallSid", "CA1"), ("CallStatus", "ringing"), ("SequenceNumber", "x")]), now),
+            status_callback(&f(&[("CallSid", SID), ("CallStatus", "ringing"), ("SequenceNumber", "x")]), now),
             Err(WebhookError::Invalid { name: "SequenceNumber", .. })
         ));
     }
