@@ -249,15 +249,13 @@ impl Store {
     /// Opens (or creates) the call log in `dir`: recovers from any crash or power cut, repairs
     /// what damage it can, and reports what it cannot.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let open_err =
-            |path: &Path, e: &dyn std::fmt::Display| StoreError::Open { path: path.to_owned(), why: e.to_string() };
-        fs::create_dir_all(dir).map_err(|e| open_err(dir, &e))?;
+        fs::create_dir_all(dir).map_err(|e| open_error(dir, e))?;
         let lock = lock_dir(dir)?;
         let journal_dir = dir.join(JOURNAL_DIR);
         let new_journal = !journal_dir.exists();
-        fs::create_dir_all(&journal_dir).map_err(|e| open_err(&journal_dir, &e))?;
+        fs::create_dir_all(&journal_dir).map_err(|e| open_error(&journal_dir, e))?;
         if new_journal {
-            journal::sync_dir(dir).map_err(|e| open_err(dir, &e))?;
+            journal::sync_dir(dir).map_err(|e| open_error(dir, e))?;
         }
         let recovered = recover(dir, new_journal)?;
         let shared = Arc::new(Shared {
@@ -274,7 +272,7 @@ impl Store {
         let flusher = thread::Builder::new()
             .name("callbox-flush".into())
             .spawn(move || group_commit(&flush_shared, rx))
-            .map_err(|e| open_err(dir, &e))?;
+            .map_err(|e| open_error(dir, e))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 shared,
@@ -295,13 +293,7 @@ impl Store {
             let db = self.db()?;
             let existing = get_in(&db, &event.call_sid)?;
             let old_first_seen = existing.as_ref().map(|r| r.first_seen);
-            let (record, applied) = match existing {
-                Some(mut record) => {
-                    let applied = record.apply(event.clone());
-                    (record, applied)
-                }
-                None => (CallRecord::new(&event), Applied::Added),
-            };
+            let (record, applied) = with_event(existing, &event);
             let position = if applied == Applied::Duplicate {
                 // Answered only once everything before it is on disk: its first delivery may
                 // still be in the flusher's hands.
@@ -667,6 +659,11 @@ impl Shared {
     }
 }
 
+/// The store at `path` could not be opened (or brought into agreement), and why.
+fn open_error(path: &Path, why: impl std::fmt::Display) -> StoreError {
+    StoreError::Open { path: path.to_owned(), why: why.to_string() }
+}
+
 /// Locks a mutex, recovering it when a panicking holder poisoned it: every value behind these
 /// locks stays consistent between statements, so the data is still good.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -682,14 +679,14 @@ fn lock_dir(dir: &Path) -> Result<fs::File, StoreError> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| StoreError::Open { path: path.clone(), why: e.to_string() })?;
+        .map_err(|e| open_error(&path, e))?;
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
         match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => return Ok(file),
             Err(rustix::io::Errno::WOULDBLOCK) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
             Err(rustix::io::Errno::WOULDBLOCK) => return Err(StoreError::Locked(dir.to_owned())),
-            Err(e) => return Err(StoreError::Open { path, why: e.to_string() }),
+            Err(e) => return Err(open_error(&path, e)),
         }
     }
 }
@@ -708,10 +705,8 @@ struct Recovered {
 fn recover(dir: &Path, new_journal: bool) -> Result<Recovered, StoreError> {
     let journal_dir = dir.join(JOURNAL_DIR);
     let sled_path = dir.join(SLED_DIR);
-    let open_err =
-        |path: &Path, e: &dyn std::fmt::Display| StoreError::Open { path: path.to_owned(), why: e.to_string() };
     let marker = take_clean_marker(dir);
-    let segments = journal::list_segments(&journal_dir).map_err(|e| open_err(&journal_dir, &e))?;
+    let segments = journal::list_segments(&journal_dir).map_err(|e| open_error(&journal_dir, e))?;
     // A store from before the journal: its index is all there is, so it is kept as it opens.
     let migrating = new_journal && segments.is_empty() && sled_path.exists();
 
@@ -760,9 +755,9 @@ fn recover(dir: &Path, new_journal: bool) -> Result<Recovered, StoreError> {
     if !trusted {
         drop(db.take());
         if sled_path.exists() {
-            fs::remove_dir_all(&sled_path).map_err(|e| open_err(&sled_path, &e))?;
+            fs::remove_dir_all(&sled_path).map_err(|e| open_error(&sled_path, e))?;
         }
-        db = Some(open_index(&sled_path).map_err(|why| open_err(&sled_path, &why))?);
+        db = Some(open_index(&sled_path).map_err(|why| open_error(&sled_path, why))?);
     }
     let Some(db) = db else { unreachable!("the index is open on every path above") };
 
@@ -781,13 +776,13 @@ fn recover(dir: &Path, new_journal: bool) -> Result<Recovered, StoreError> {
             .values()
             .filter_map(Result::ok)
             .filter_map(|v| serde_json::from_slice::<CallRecord>(&v).ok().map(|r| Entry::Put(Box::new(r))));
-        journal::write_segment(&journal_dir, next_seq, records).map_err(|e| open_err(&journal_dir, &e))?;
+        journal::write_segment(&journal_dir, next_seq, records).map_err(|e| open_error(&journal_dir, e))?;
         for (_, path) in &segments {
             if path.exists() {
-                fs::remove_file(path).map_err(|e| open_err(path, &e))?;
+                fs::remove_file(path).map_err(|e| open_error(path, e))?;
             }
         }
-        journal::sync_dir(&journal_dir).map_err(|e| open_err(&journal_dir, &e))?;
+        journal::sync_dir(&journal_dir).map_err(|e| open_error(&journal_dir, e))?;
         next_seq += 1;
     } else if !journal_damage.is_empty() {
         for what in &journal_damage {
@@ -797,7 +792,7 @@ fn recover(dir: &Path, new_journal: bool) -> Result<Recovered, StoreError> {
         damage.extend(journal_damage);
     }
     db.flush()?;
-    let segment = Segment::create(&journal_dir, next_seq).map_err(|e| open_err(&journal_dir, &e))?;
+    let segment = Segment::create(&journal_dir, next_seq).map_err(|e| open_error(&journal_dir, e))?;
     Ok(Recovered { db, segment, damage })
 }
 
@@ -821,8 +816,7 @@ fn replay_journal(
     let mut applied = 0u64;
     for (i, (seq, path)) in segments.iter().enumerate() {
         let last = i + 1 == segments.len();
-        let scan = journal::scan_segment(path, *seq >= from_seq)
-            .map_err(|e| StoreError::Open { path: path.clone(), why: e.to_string() })?;
+        let scan = journal::scan_segment(path, *seq >= from_seq).map_err(|e| open_error(path, e))?;
         let mut problems = scan.damage.clone();
         let crashed_tail = last && !stopped_cleanly;
         match scan.torn_tail {
@@ -836,8 +830,7 @@ fn replay_journal(
             problems.push("its end is missing (truncated?)".into());
         }
         if crashed_tail && !scan.sealed && scan.frames > 0 {
-            seal_after_crash(path, scan.good_len, scan.frames)
-                .map_err(|e| StoreError::Open { path: path.clone(), why: e.to_string() })?;
+            seal_after_crash(path, scan.good_len, scan.frames).map_err(|e| open_error(path, e))?;
         }
         if !problems.is_empty() {
             out.damage.push(format!("journal segment {} is damaged: {}", path.display(), problems.join(", ")));
@@ -845,7 +838,7 @@ fn replay_journal(
         } else if scan.frames == 0 {
             // A start that wrote nothing (a CLI that only read, a crash right after start)
             // leaves an empty segment: nothing to keep.
-            fs::remove_file(path).map_err(|e| StoreError::Open { path: path.clone(), why: e.to_string() })?;
+            fs::remove_file(path).map_err(|e| open_error(path, e))?;
             continue;
         }
         for entry in scan.entries {
@@ -894,20 +887,27 @@ fn note_damage(dir: &Path, what: &[String]) {
     }
 }
 
+/// A call's record after `event`: the existing record by its own rules, or a new one. The one
+/// rule for both the live store and a replay of the journal, so both build the same record.
+fn with_event(existing: Option<CallRecord>, event: &CallEvent) -> (CallRecord, Applied) {
+    match existing {
+        Some(mut record) => {
+            let applied = record.apply(event.clone());
+            (record, applied)
+        }
+        None => (CallRecord::new(event), Applied::Added),
+    }
+}
+
 /// Applies one journal entry to the index, as the live store did when it was written.
 fn apply_entry(db: &sled::Db, entry: Entry) -> Result<(), StoreError> {
     match entry {
         Entry::Event(event) => {
-            let event = *event;
-            let sid = event.call_sid.clone();
-            match get_in(db, &sid)? {
-                Some(mut record) => {
-                    let old = record.first_seen;
-                    if record.apply(event) != Applied::Duplicate {
-                        put_record(db, &record, Some(old))?;
-                    }
-                }
-                None => put_record(db, &CallRecord::new(&event), None)?,
+            let existing = get_in(db, &event.call_sid)?;
+            let old_first_seen = existing.as_ref().map(|r| r.first_seen);
+            let (record, applied) = with_event(existing, &event);
+            if applied != Applied::Duplicate {
+                put_record(db, &record, old_first_seen)?;
             }
         }
         Entry::Put(record) => {
