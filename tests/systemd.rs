@@ -223,7 +223,13 @@ impl SystemdBox {
         ] {
             std::fs::copy(Path::new("/lib/systemd/system").join(t), units.join(t)).unwrap();
         }
-        let bin = env!("CARGO_BIN_EXE_callbox");
+        // The service runs with PrivateTmp=yes, so a binary under /tmp (a clone there, as CI
+        // may use) would be invisible to it: give the box its own copy under /var/lib, which
+        // the box's namespace binds from `dir/var`.
+        let bin_dir = dir.join("var/callbox-test-bin");
+        std::fs::create_dir_all(&bin_dir).unwrap();
+        std::fs::copy(env!("CARGO_BIN_EXE_callbox"), bin_dir.join("callbox")).unwrap();
+        let bin = "/var/lib/callbox-test-bin/callbox";
         let firstboot = repo("image/rootfs/callbox-firstboot");
         let boot_dir = dir.join("boot");
         for unit in [
