@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod app;
 pub mod calls;
 pub mod cli;
 pub mod config;
@@ -23,3 +24,4 @@ pub mod simulate;
 pub mod systemd;
 pub mod tls;
 pub mod twilio;
+pub mod web;

@@ -182,7 +182,7 @@ async fn owner_logs_in_watches_a_call_arrive_plays_it_and_logs_out() {
         String::from_utf8_lossy(&done.stdout),
         String::from_utf8_lossy(&done.stderr)
     );
-    let sid = server.app.store.list(1, None).unwrap()[0].call_sid.clone();
+    let sid = server.app.calls.store().list(1, None).unwrap()[0].call_sid.clone();
     wait_js(
         &c,
         &format!("document.querySelector('#calls [data-sid={sid}] .badge.voicemail')"),

@@ -412,7 +412,7 @@ async fn recordings_are_served_with_ranges_and_only_from_the_data_dir() {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         };
-        server.app.record_event(event).await.unwrap();
+        server.app.calls.record(event).await.unwrap();
     }
     let auth = format!("Bearer {ADMIN_TOKEN}");
     let whole = admin(

@@ -172,12 +172,12 @@ async fn replays_with_fresh_idempotency_tokens_are_stored_once_and_do_not_grow_t
         }
     };
     assert_eq!(replay("first".into()).await, StatusCode::NO_CONTENT);
-    server.app.store.flush().await.unwrap();
+    server.app.calls.store().flush().await.unwrap();
     let before = dir_bytes(server.dir.path());
     for i in 0..1_000 {
         assert_eq!(replay(format!("token-{i}")).await, StatusCode::NO_CONTENT, "a replay is still answered 2xx");
     }
-    server.app.store.flush().await.unwrap();
+    server.app.calls.store().flush().await.unwrap();
     let after = dir_bytes(server.dir.path());
     let call = server.admin_get(&format!("/api/v1/calls/{sid}"), true).await.json();
     assert_eq!(call["events"].as_array().unwrap().len(), 1, "stored once");

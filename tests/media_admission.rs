@@ -61,7 +61,7 @@ async fn leave_message(server: &TestServer, c: &mut Caller) -> callbox::calls::S
     c.stop().await;
     assert_eq!(c.closed().await, Some(CloseCode::Normal));
     let stream = server.wait_stream_outcome(&c.call_sid).await.stream.unwrap();
-    assert_eq!(stream.outcome.as_deref(), Some("message"));
+    assert_eq!(stream.outcome.map(|o| o.as_str()), Some("message"));
     stream
 }
 
@@ -88,7 +88,7 @@ async fn a_start_without_a_real_call_sid_is_refused_and_never_becomes_a_store_ke
         let mut c = stream_for(&server, bad, &good_stream).await;
         assert_eq!(c.closed().await, Some(CloseCode::Policy), "CallSid {:?}", &bad[..bad.len().min(40)]);
     }
-    assert_eq!(server.app.store.count(), 0, "no refused CallSid was stored");
+    assert_eq!(server.app.calls.store().count(), 0, "no refused CallSid was stored");
     assert_eq!(recordings(&server), 0);
 
     // A real call with a StreamSid that is not one (it would become part of a file name).
@@ -96,11 +96,11 @@ async fn a_start_without_a_real_call_sid_is_refused_and_never_becomes_a_store_ke
     answer(&server, &sid).await;
     let mut c = stream_for(&server, &sid, "MZ../../x").await;
     assert_eq!(c.closed().await, Some(CloseCode::Policy));
-    assert!(server.app.store.get(&sid).unwrap().unwrap().stream.is_none());
+    assert!(server.app.calls.store().get(&sid).unwrap().unwrap().stream.is_none());
     // The refusal left the call alone: its real stream is taken.
     let mut c = accepted(&server, &sid).await;
     leave_message(&server, &mut c).await;
-    assert_eq!(server.app.store.count(), 1);
+    assert_eq!(server.app.calls.store().count(), 1);
 }
 
 #[tokio::test]
@@ -110,7 +110,7 @@ async fn a_stream_for_a_call_the_box_never_answered_is_refused() {
     let mut c = Caller::new(server.ws_connect().await, &sid);
     c.start(TO).await;
     assert_eq!(c.closed().await, Some(CloseCode::Policy));
-    assert!(server.app.store.get(&sid).unwrap().is_none(), "the stream did not create a call");
+    assert!(server.app.calls.store().get(&sid).unwrap().is_none(), "the stream did not create a call");
     assert_eq!(recordings(&server), 0);
 }
 
@@ -121,12 +121,18 @@ async fn a_stream_for_a_call_answered_long_ago_is_refused() {
     answer(&server, &sid).await;
     // The box answered it longer ago than a stream may take to open.
     let long_ago = jiff::Timestamp::now() - (ANSWER_WINDOW + Duration::from_secs(60));
-    server.app.store.update(&sid, |r| r.events.iter_mut().for_each(|e| e.received_at = long_ago)).await.unwrap();
-    let before = server.app.store.get(&sid).unwrap().unwrap();
+    server
+        .app
+        .calls
+        .store()
+        .update(&sid, |r| r.events.iter_mut().for_each(|e| e.received_at = long_ago))
+        .await
+        .unwrap();
+    let before = server.app.calls.store().get(&sid).unwrap().unwrap();
     let mut c = Caller::new(server.ws_connect().await, &sid);
     c.start(TO).await;
     assert_eq!(c.closed().await, Some(CloseCode::Policy));
-    assert_eq!(server.app.store.get(&sid).unwrap().unwrap(), before, "the call is left as it was");
+    assert_eq!(server.app.calls.store().get(&sid).unwrap().unwrap(), before, "the call is left as it was");
 }
 
 #[tokio::test]
@@ -170,7 +176,7 @@ async fn a_second_stream_after_the_first_ended_leaves_its_message_alone() {
     answer(&server, &sid).await;
     let mut first = accepted(&server, &sid).await;
     let stream = leave_message(&server, &mut first).await;
-    let before = server.app.store.get(&sid).unwrap().unwrap();
+    let before = server.app.calls.store().get(&sid).unwrap().unwrap();
 
     // The same call again (a replayed handshake, or a confused peer), with the same StreamSid
     // and with a new one.
@@ -178,7 +184,7 @@ async fn a_second_stream_after_the_first_ended_leaves_its_message_alone() {
         let mut again = stream_for(&server, &sid, &stream_sid).await;
         assert_eq!(again.closed().await, Some(CloseCode::Policy));
     }
-    let after = server.app.store.get(&sid).unwrap().unwrap();
+    let after = server.app.calls.store().get(&sid).unwrap().unwrap();
     assert_eq!(after, before, "the call record is untouched");
     let recording = stream.recording.unwrap();
     assert_eq!(media_outcome(&after), ("message".to_owned(), recording.path.clone()), "what the CSV export shows");
@@ -212,5 +218,5 @@ async fn a_socket_that_never_starts_is_closed() {
         }
     };
     assert_eq!(code, Some(CloseCode::Policy));
-    assert_eq!(server.app.store.count(), 0);
+    assert_eq!(server.app.calls.store().count(), 0);
 }

@@ -71,13 +71,13 @@ async fn upgrade_needs_twilios_signature_and_a_websocket() {
     assert_eq!(reply.status, StatusCode::UPGRADE_REQUIRED);
     assert_eq!(reply.headers["upgrade"], "websocket");
     // Nothing was opened, so nothing was logged.
-    assert_eq!(server.app.store.count(), 0);
+    assert_eq!(server.app.calls.store().count(), 0);
 }
 
 #[tokio::test]
 async fn voicemail_plays_greeting_then_records_what_the_caller_says() {
     let server = TestServer::start().await;
-    let mut bus = server.app.bus.subscribe();
+    let mut bus = server.app.calls.subscribe();
     let mut c = caller(&server, "CA00000000000000000000000000000001").await;
     let (greeting, mark) = c.greeting().await;
     assert_eq!(greeting, prompt_tone(), "the built-in prompt, as 20 ms frames");
@@ -91,7 +91,7 @@ async fn voicemail_plays_greeting_then_records_what_the_caller_says() {
 
     let record = server.wait_stream_outcome(&c.call_sid).await;
     let stream = record.stream.unwrap();
-    assert_eq!(stream.outcome.as_deref(), Some("message"));
+    assert_eq!(stream.outcome.map(|o| o.as_str()), Some("message"));
     assert_eq!(stream.flow, "voicemail");
     assert_eq!(stream.frames_in, 50);
     assert_eq!(stream.frames_out as usize, prompt_tone().len() / 160);
@@ -112,7 +112,7 @@ async fn voicemail_plays_greeting_then_records_what_the_caller_says() {
     let stopped = &events[2].1;
     assert_eq!(stopped.event.details["Outcome"], "message");
     assert_eq!(stopped.event.details["Recording"], rec.path);
-    assert_eq!(stopped.record.stream.as_ref().unwrap().outcome.as_deref(), Some("message"));
+    assert_eq!(stopped.record.stream.as_ref().unwrap().outcome.map(|o| o.as_str()), Some("message"));
 }
 
 #[tokio::test]
@@ -141,7 +141,7 @@ async fn a_configured_greeting_is_resampled_to_8k_mono() {
     c.closed().await;
     let record = server.wait_stream_outcome(&c.call_sid).await;
     let stream = record.stream.unwrap();
-    assert_eq!(stream.outcome.as_deref(), Some("hangup"), "left without a message");
+    assert_eq!(stream.outcome.map(|o| o.as_str()), Some("hangup"), "left without a message");
     assert!(stream.recording.is_none());
     assert!(record.events.iter().any(|e| e.dedupe_key.ends_with(":stopped")));
 }
@@ -158,7 +158,7 @@ async fn hash_ends_the_message_and_zero_goes_to_the_front_desk() {
     c.dtmf("#").await;
     assert_eq!(c.closed().await, Some(CloseCode::Normal));
     let stream = server.wait_stream_outcome(&c.call_sid).await.stream.unwrap();
-    assert_eq!(stream.outcome.as_deref(), Some("message"));
+    assert_eq!(stream.outcome.map(|o| o.as_str()), Some("message"));
     assert_eq!(stream.dtmf, "#");
     let rec = stream.recording.unwrap();
     assert_eq!(wav_samples(&server.dir.path().join(&rec.path)), decoded(&said));
@@ -168,14 +168,14 @@ async fn hash_ends_the_message_and_zero_goes_to_the_front_desk() {
     c.dtmf("0").await;
     assert_eq!(c.closed().await, Some(CloseCode::Normal), "closing lets Twilio run the <Dial> fallthrough");
     let stream = server.wait_stream_outcome(&c.call_sid).await.stream.unwrap();
-    assert_eq!(stream.outcome.as_deref(), Some("front-desk"));
+    assert_eq!(stream.outcome.map(|o| o.as_str()), Some("front-desk"));
     assert!(stream.recording.is_none());
 }
 
 #[tokio::test]
 async fn a_key_during_the_greeting_clears_it() {
     let server = TestServer::start().await;
-    let mut bus = server.app.bus.subscribe();
+    let mut bus = server.app.calls.subscribe();
     let mut c = caller(&server, "CA00000000000000000000000000000005").await;
     assert!(matches!(c.recv().await, FromBox::Media(_)));
     c.dtmf("5").await;
@@ -195,7 +195,7 @@ async fn a_key_during_the_greeting_clears_it() {
     c.stop().await;
     c.closed().await;
     let stream = server.wait_stream_outcome(&c.call_sid).await.stream.unwrap();
-    assert_eq!(stream.outcome.as_deref(), Some("message"));
+    assert_eq!(stream.outcome.map(|o| o.as_str()), Some("message"));
     assert!((stream.frames_out as usize) < prompt_tone().len() / 160, "the greeting stopped early");
     assert_eq!(wav_samples(&server.dir.path().join(stream.recording.unwrap().path)), decoded(&said));
     let whats: Vec<String> = media_events(&mut bus).await.into_iter().map(|(w, _)| w).collect();
@@ -215,7 +215,7 @@ async fn a_key_during_the_greeting_clears_it() {
     assert!(cleared);
     assert_eq!(code, Some(CloseCode::Normal));
     let stream = server.wait_stream_outcome(&c.call_sid).await.stream.unwrap();
-    assert_eq!(stream.outcome.as_deref(), Some("front-desk"));
+    assert_eq!(stream.outcome.map(|o| o.as_str()), Some("front-desk"));
 }
 
 #[tokio::test]
@@ -231,7 +231,7 @@ async fn a_dropped_socket_leaves_a_playable_partial_recording() {
     // The network goes away: no stop, no close frame.
     drop(c.ws);
     let stream = server.wait_stream_outcome("CA00000000000000000000000000000007").await.stream.unwrap();
-    assert_eq!(stream.outcome.as_deref(), Some("message"));
+    assert_eq!(stream.outcome.map(|o| o.as_str()), Some("message"));
     assert!(stream.error.is_some(), "the lost connection is noted");
     let rec = stream.recording.unwrap();
     assert_eq!(wav_samples(&server.dir.path().join(&rec.path)), decoded(&said));
@@ -322,7 +322,7 @@ async fn relay_carries_audio_both_ways() {
     let url = format!("ws://{}/agent", listener.local_addr().unwrap());
     let agent = tokio::spawn(agent(listener, None));
     let server = relay_server(&url, 2000).await;
-    let mut bus = server.app.bus.subscribe();
+    let mut bus = server.app.calls.subscribe();
     let mut c = caller(&server, "CA00000000000000000000000000000009").await;
     // The agent's greeting and mark, re-addressed to Twilio's stream (checked in recv).
     assert!(matches!(c.recv().await, FromBox::Media(m) if m == [0xFF; 5]));
@@ -343,7 +343,7 @@ async fn relay_carries_audio_both_ways() {
     assert_eq!(events, ["connected", "start", "media", "media", "media", "media", "media", "mark", "dtmf", "stop"]);
     assert_eq!(heard.concat(), said);
     let stream = server.wait_stream_outcome(&c.call_sid).await.stream.unwrap();
-    assert_eq!(stream.outcome.as_deref(), Some("relayed"));
+    assert_eq!(stream.outcome.map(|o| o.as_str()), Some("relayed"));
     assert_eq!((stream.flow.as_str(), stream.frames_in, stream.frames_out), ("relay", 5, 6));
     assert!(stream.failover.is_none());
     let events = media_events(&mut bus).await;
@@ -366,7 +366,7 @@ async fn relay_fails_over_to_voicemail_when_the_agent_is_absent_or_silent() {
     c.closed().await;
     let stream = server.wait_stream_outcome(&c.call_sid).await.stream.unwrap();
     assert_eq!(stream.flow, "voicemail");
-    assert_eq!(stream.outcome.as_deref(), Some("message"));
+    assert_eq!(stream.outcome.map(|o| o.as_str()), Some("message"));
     assert!(stream.failover.as_deref().unwrap().contains("refused"), "{:?}", stream.failover);
 
     // An agent that accepts TCP but never answers the handshake: the connect timeout applies.
@@ -387,7 +387,7 @@ async fn relay_fails_over_when_the_agent_drops_mid_call() {
     let url = format!("ws://{}/agent", listener.local_addr().unwrap());
     let agent = tokio::spawn(agent(listener, Some(3)));
     let server = relay_server(&url, 2000).await;
-    let mut bus = server.app.bus.subscribe();
+    let mut bus = server.app.calls.subscribe();
     let mut c = caller(&server, "CA00000000000000000000000000000012").await;
     assert!(matches!(c.recv().await, FromBox::Media(_)));
     assert!(matches!(c.recv().await, FromBox::Mark(_)));
@@ -411,14 +411,14 @@ async fn relay_fails_over_when_the_agent_drops_mid_call() {
     c.stop().await;
     c.closed().await;
     let stream = server.wait_stream_outcome(&c.call_sid).await.stream.unwrap();
-    assert_eq!((stream.flow.as_str(), stream.outcome.as_deref()), ("voicemail", Some("message")));
+    assert_eq!((stream.flow.as_str(), stream.outcome.map(|o| o.as_str())), ("voicemail", Some("message")));
     assert!(stream.failover.as_deref().unwrap().contains("mid-call"), "{:?}", stream.failover);
     assert_eq!(wav_samples(&server.dir.path().join(stream.recording.unwrap().path)), decoded(&said));
     let events = media_events(&mut bus).await;
     let stopped = &events.last().unwrap().1.event;
     assert_eq!(stopped.details["MediaEvent"], "stopped");
     assert!(stopped.details.contains_key("Failover"));
-    let record = server.app.store.get(&c.call_sid).unwrap().unwrap();
+    let record = server.app.calls.store().get(&c.call_sid).unwrap().unwrap();
     let expected = [
         ("started", "relay"),
         ("answered", "relay"),
@@ -481,7 +481,7 @@ async fn an_agent_that_closes_cleanly_ends_the_stream_after_its_last_words() {
 
     let record = server.wait_stream_outcome(&c.call_sid).await;
     let stream = record.stream.clone().unwrap();
-    assert_eq!((stream.flow.as_str(), stream.outcome.as_deref()), ("relay", Some("relayed")));
+    assert_eq!((stream.flow.as_str(), stream.outcome.map(|o| o.as_str())), ("relay", Some("relayed")));
     assert!(stream.failover.is_none(), "{:?}", stream.failover);
     assert!(stream.recording.is_none());
     assert_eq!(media_parts(&record), parts(&[("started", "relay"), ("answered", "relay"), ("stopped", "relay")]));
@@ -509,7 +509,7 @@ async fn an_agent_that_closes_with_an_error_fails_over_and_the_log_shows_both_pa
 
         let record = server.wait_stream_outcome(&c.call_sid).await;
         let stream = record.stream.clone().unwrap();
-        assert_eq!((stream.flow.as_str(), stream.outcome.as_deref()), ("voicemail", Some("message")));
+        assert_eq!((stream.flow.as_str(), stream.outcome.map(|o| o.as_str())), ("voicemail", Some("message")));
         let why = stream.failover.unwrap();
         assert!(why.contains(&format!("closed the stream mid-call ({}", u16::from(code))), "{why}");
         assert_eq!(wav_samples(&server.dir.path().join(stream.recording.unwrap().path)), decoded(&said));
@@ -548,8 +548,8 @@ async fn shutdown_closes_streams_cleanly_and_keeps_the_message() {
     // The store is closed now; reopen the log as the next start would.
     drop(app);
     let server = TestServer::start_in(dir, |_| {}).await;
-    let stream = server.app.store.get(&call_sid).unwrap().unwrap().stream.unwrap();
-    assert_eq!(stream.outcome.as_deref(), Some("message"));
+    let stream = server.app.calls.store().get(&call_sid).unwrap().unwrap().stream.unwrap();
+    assert_eq!(stream.outcome.map(|o| o.as_str()), Some("message"));
     assert!(stream.error.unwrap().contains("shut down"));
     assert_eq!(wav_samples(&server.dir.path().join(stream.recording.unwrap().path)), decoded(&said));
 }

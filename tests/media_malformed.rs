@@ -32,7 +32,7 @@ async fn next_call_works(server: &TestServer, call_sid: &str) {
     c.stop().await;
     assert_eq!(c.closed().await, Some(CloseCode::Normal));
     let stream = server.wait_stream_outcome(call_sid).await.stream.unwrap();
-    assert_eq!(stream.outcome.as_deref(), Some("message"));
+    assert_eq!(stream.outcome.map(|o| o.as_str()), Some("message"));
 }
 
 async fn started(server: &TestServer, call_sid: &str) -> Caller {
@@ -49,7 +49,7 @@ async fn invalid_json_closes_with_1007_and_is_logged() {
     c.ws.send(Message::text("{\"event\": \"media\", oops")).await.unwrap();
     assert_eq!(c.closed().await, Some(CloseCode::Invalid));
     let stream = server.wait_stream_outcome(&c.call_sid).await.stream.unwrap();
-    assert_eq!(stream.outcome.as_deref(), Some("error"));
+    assert_eq!(stream.outcome.map(|o| o.as_str()), Some("error"));
     assert!(stream.error.unwrap().contains("invalid message"));
     next_call_works(&server, "CA10000000000000000000000000000002").await;
 }
@@ -66,7 +66,7 @@ async fn unknown_events_are_ignored() {
     c.stop().await;
     assert_eq!(c.closed().await, Some(CloseCode::Normal));
     let stream = server.wait_stream_outcome(&c.call_sid).await.stream.unwrap();
-    assert_eq!(stream.outcome.as_deref(), Some("message"));
+    assert_eq!(stream.outcome.map(|o| o.as_str()), Some("message"));
 }
 
 #[tokio::test]
@@ -77,7 +77,7 @@ async fn media_before_start_closes_with_1002() {
     c.media(&test_audio(1)).await;
     assert_eq!(c.closed().await, Some(CloseCode::Protocol));
     // No start, so no call to log it under.
-    assert!(server.app.store.get("CA30000000000000000000000000000001").unwrap().is_none());
+    assert!(server.app.calls.store().get("CA30000000000000000000000000000001").unwrap().is_none());
     next_call_works(&server, "CA30000000000000000000000000000002").await;
 }
 
@@ -90,7 +90,7 @@ async fn an_oversize_frame_closes_with_1009() {
     let _ = c.ws.send(Message::text(huge)).await;
     assert_eq!(c.closed().await, Some(CloseCode::Size));
     let stream = server.wait_stream_outcome(&c.call_sid).await.stream.unwrap();
-    assert_eq!(stream.outcome.as_deref(), Some("error"));
+    assert_eq!(stream.outcome.map(|o| o.as_str()), Some("error"));
     next_call_works(&server, "CA40000000000000000000000000000002").await;
 }
 
@@ -101,7 +101,7 @@ async fn a_binary_frame_closes_with_1003() {
     c.ws.send(Message::binary(vec![0xFFu8; 160])).await.unwrap();
     assert_eq!(c.closed().await, Some(CloseCode::Unsupported));
     let stream = server.wait_stream_outcome(&c.call_sid).await.stream.unwrap();
-    assert_eq!(stream.outcome.as_deref(), Some("error"));
+    assert_eq!(stream.outcome.map(|o| o.as_str()), Some("error"));
     assert!(stream.error.unwrap().contains("binary"));
     next_call_works(&server, "CA50000000000000000000000000000002").await;
 }
@@ -115,7 +115,7 @@ async fn an_abrupt_tcp_close_is_logged_and_harmless() {
     let c = started(&server, "CA60000000000000000000000000000001").await;
     drop(c.ws);
     let stream = server.wait_stream_outcome("CA60000000000000000000000000000001").await.stream.unwrap();
-    assert_eq!(stream.outcome.as_deref(), Some("error"));
+    assert_eq!(stream.outcome.map(|o| o.as_str()), Some("error"));
     assert!(stream.error.is_some());
     // A raw TCP connection that sends half an upgrade and vanishes.
     {

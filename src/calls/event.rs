@@ -125,6 +125,101 @@ pub enum EventSource {
     MediaStream,
 }
 
+/// The names of the details a media-stream event carries (the stored and exported form is
+/// this string map, so records written by any version read the same).
+pub mod detail {
+    /// The session's step, a [`super::MediaEvent`].
+    pub const MEDIA_EVENT: &str = "MediaEvent";
+    /// How the stream ended, a [`super::StreamOutcome`] (on `stopped`).
+    pub const OUTCOME: &str = "Outcome";
+    /// The flow that ran (`voicemail` or `relay`).
+    pub const FLOW: &str = "Flow";
+    /// Twilio's StreamSid.
+    pub const STREAM_SID: &str = "StreamSid";
+    /// The voicemail's path under `storage.dir` (on `stopped`).
+    pub const RECORDING: &str = "Recording";
+    /// Why the relay fell back to voicemail.
+    pub const FAILOVER: &str = "Failover";
+    /// What went wrong.
+    pub const ERROR: &str = "Error";
+}
+
+/// A step of a media session, as its event records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaEvent {
+    /// Twilio's `start` arrived and was admitted.
+    Started,
+    /// The caller is being heard: recording began, or the relay connected.
+    Answered,
+    /// The relay failed and the call went to voicemail.
+    Failover,
+    /// The session ended (with an [`StreamOutcome`]).
+    Stopped,
+}
+
+impl MediaEvent {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::Answered => "answered",
+            Self::Failover => "failover",
+            Self::Stopped => "stopped",
+        }
+    }
+
+    /// The step a stored name means; `None` for a name this version does not know.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Started, Self::Answered, Self::Failover, Self::Stopped].into_iter().find(|e| e.as_str() == name)
+    }
+}
+
+/// How a media stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StreamOutcome {
+    /// The caller left a voicemail.
+    Message,
+    /// The caller hung up without leaving one.
+    Hangup,
+    /// The caller pressed 0: Twilio goes on to the front desk.
+    FrontDesk,
+    /// The upstream agent had the call.
+    Relayed,
+    /// The stream failed (protocol error, lost socket, disk, shutdown).
+    Error,
+    /// The stream was not one the box takes.
+    Refused,
+}
+
+impl StreamOutcome {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Message => "message",
+            Self::Hangup => "hangup",
+            Self::FrontDesk => "front-desk",
+            Self::Relayed => "relayed",
+            Self::Error => "error",
+            Self::Refused => "refused",
+        }
+    }
+
+    /// The outcome a stored name means; `None` for a name this version does not know.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Message, Self::Hangup, Self::FrontDesk, Self::Relayed, Self::Error, Self::Refused]
+            .into_iter()
+            .find(|o| o.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for StreamOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One thing that happened to a call, as received.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallEvent {
@@ -163,6 +258,21 @@ pub struct CallEvent {
 }
 
 impl CallEvent {
+    /// A detail's value (see [`detail`] for a media stream's).
+    pub fn detail(&self, name: &str) -> Option<&str> {
+        self.details.get(name).map(String::as_str)
+    }
+
+    /// The media session's step, on a media-stream event.
+    pub fn media_event(&self) -> Option<MediaEvent> {
+        self.detail(detail::MEDIA_EVENT).and_then(MediaEvent::parse)
+    }
+
+    /// How the stream ended, on a media session's `stopped` event.
+    pub fn stream_outcome(&self) -> Option<StreamOutcome> {
+        self.detail(detail::OUTCOME).and_then(StreamOutcome::parse)
+    }
+
     /// The moment the event happened: Twilio's timestamp when it sent a readable one, else
     /// the box's receipt time.
     pub fn occurred_at(&self) -> Timestamp {

@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 
+use super::event::{MediaEvent, detail};
 use super::record::CallRecord;
 
 /// CSV columns, in order.
@@ -61,11 +62,11 @@ pub fn media_outcome(c: &CallRecord) -> (String, String) {
     c.events
         .iter()
         .rev()
-        .find(|e| e.details.get("MediaEvent").map(String::as_str) == Some("stopped"))
+        .find(|e| e.media_event() == Some(MediaEvent::Stopped))
         .map(|e| {
             (
-                e.details.get("Outcome").cloned().unwrap_or_default(),
-                e.details.get("Recording").cloned().unwrap_or_default(),
+                e.detail(detail::OUTCOME).unwrap_or_default().to_owned(),
+                e.detail(detail::RECORDING).unwrap_or_default().to_owned(),
             )
         })
         .unwrap_or_default()
@@ -77,6 +78,49 @@ pub fn media_outcome(c: &CallRecord) -> (String, String) {
 pub fn neutralise(cell: &str) -> Cow<'_, str> {
     let formula = matches!(cell.trim_start_matches(' ').chars().next(), Some('=' | '+' | '-' | '@' | '\t' | '\r'));
     if formula { Cow::Owned(format!("'{cell}")) } else { Cow::Borrowed(cell) }
+}
+
+/// Parses the CSV export's `from`/`to` parameters. A day or time beyond what the box can
+/// represent (jiff's range, about ±9999 years) is clamped to that range's end: "everything up
+/// to 9999-12-31" is a fair question whose answer is "everything".
+pub fn date_range(from: Option<&str>, to: Option<&str>) -> Result<(jiff::Timestamp, jiff::Timestamp), &'static str> {
+    use jiff::Timestamp;
+    let now = Timestamp::now();
+    let parse = |s: &str, end: bool| -> Result<Timestamp, &'static str> {
+        if let Ok(t) = s.parse::<Timestamp>() {
+            return Ok(t);
+        }
+        let clamp = |date: jiff::civil::Date| if date.year() > 0 { Timestamp::MAX } else { Timestamp::MIN };
+        let date: jiff::civil::Date = match s.parse() {
+            Ok(date) => date,
+            Err(_) => {
+                // A well-formed RFC 3339 time that is no `Timestamp` is one out of range.
+                return match jiff::fmt::temporal::Pieces::parse(s) {
+                    Ok(pieces) if pieces.time().is_some() && pieces.offset().is_some() => Ok(clamp(pieces.date())),
+                    _ => Err("from/to must be dates like 2026-11-25 or RFC 3339 timestamps\n"),
+                };
+            }
+        };
+        let clamped = clamp(date);
+        let Ok(date) = (if end { date.tomorrow() } else { Ok(date) }) else {
+            return Ok(clamped);
+        };
+        Ok(date.to_zoned(jiff::tz::TimeZone::system()).map(|z| z.timestamp()).unwrap_or(clamped))
+    };
+    let from = match from {
+        Some(s) if !s.is_empty() => parse(s, false)?,
+        _ => now.checked_sub(jiff::SignedDuration::from_hours(24 * 30)).unwrap_or(Timestamp::MIN),
+    };
+    let to = match to {
+        Some(s) if !s.is_empty() => parse(s, true)?,
+        _ => now.checked_add(jiff::SignedDuration::from_hours(24)).unwrap_or(Timestamp::MAX),
+    };
+    // Both ends clamped to the same edge is an empty range past that edge, not a mistake.
+    let past_an_edge = from == Timestamp::MAX || to == Timestamp::MIN;
+    if to < from || (to == from && !past_an_edge) {
+        return Err("`to` must be after `from`\n");
+    }
+    Ok((from, to))
 }
 
 #[cfg(test)]
@@ -100,5 +144,19 @@ mod tests {
         ] {
             assert_eq!(neutralise(cell), expected, "{cell:?}");
         }
+    }
+
+    #[test]
+    fn far_dates_are_clamped_and_survive_the_cli_round_trip() {
+        let (from, to) = date_range(Some("-009999-01-01"), Some("9999-12-31")).unwrap();
+        assert_eq!((from, to), (jiff::Timestamp::MIN, jiff::Timestamp::MAX));
+        // `callbox calls --csv` sends the range on as RFC 3339: the clamped ends must parse back.
+        assert_eq!(date_range(Some(&from.to_string()), Some(&to.to_string())), Ok((from, to)));
+        assert_eq!(date_range(Some("9999-12-31"), Some("9999-12-31")), Ok((to, to)));
+        assert!(date_range(Some("2026-02-01"), Some("2026-01-01")).is_err());
+        assert!(date_range(Some("2026-01-01T00:00:00Z"), Some("2026-01-01T00:00:00Z")).is_err());
+        assert!(date_range(Some("yesterday"), None).is_err());
+        assert!(date_range(Some("2026-13-01T00:00:00Z"), None).is_err(), "malformed, not out of range");
+        assert_eq!(date_range(None, Some("9999-12-31T23:59:59+01:00")).map(|r| r.1), Ok(jiff::Timestamp::MAX));
     }
 }

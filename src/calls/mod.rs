@@ -2,6 +2,7 @@
 //! the bus that announces changes. Nothing here knows HTTP.
 
 pub mod bus;
+mod call_log;
 pub mod event;
 pub mod export;
 mod journal;
@@ -9,6 +10,7 @@ pub mod record;
 pub mod store;
 
 pub use bus::{Bus, BusMessage};
-pub use event::{CallEvent, CallStatus, EventSource};
+pub use call_log::CallLog;
+pub use event::{CallEvent, CallStatus, EventSource, MediaEvent, StreamOutcome, detail};
 pub use record::{Applied, CallRecord, RecordingInfo, StreamInfo};
 pub use store::{Recorded, Store, StoreError};

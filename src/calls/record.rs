@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::event::{CallEvent, CallStatus};
+use super::event::{CallEvent, CallStatus, StreamOutcome};
 
 /// Everything the box knows about one call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,8 +63,8 @@ pub struct StreamInfo {
     /// Why the relay fell back to voicemail, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failover: Option<String>,
-    /// `message`, `front-desk`, `relayed`, `hangup` or `error`.
-    pub outcome: Option<String>,
+    /// How the stream ended; `None` while it runs.
+    pub outcome: Option<StreamOutcome>,
     /// What went wrong, when the outcome is `error` or the socket was lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

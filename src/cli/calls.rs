@@ -11,7 +11,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
 use super::ConfigSource;
-use crate::calls::{CallRecord, Store, StoreError};
+use crate::calls::{CallRecord, Store, StoreError, StreamOutcome};
 use crate::config::Config;
 
 /// How long to wait for the local service before reading the store directly.
@@ -107,7 +107,7 @@ fn export_csv(
     to: Option<&str>,
 ) -> anyhow::Result<()> {
     // Validate here too, so a typo gets the same message with the service up or down.
-    let (start, end) = crate::dashboard::date_range(from, to).map_err(|m| anyhow::anyhow!("{}", m.trim()))?;
+    let (start, end) = crate::calls::export::date_range(from, to).map_err(|m| anyhow::anyhow!("{}", m.trim()))?;
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     query.append_pair("from", &start.to_string()).append_pair("to", &end.to_string());
     let path = format!("/api/v1/calls.csv?{}", query.finish());
@@ -196,7 +196,7 @@ fn print_table(out: &mut impl std::io::Write, calls: &[CallRecord]) -> anyhow::R
                 "{:<21}{} flow{failover}: {}{recording}",
                 "",
                 s.flow,
-                s.outcome.as_deref().unwrap_or("in progress")
+                s.outcome.map_or("in progress", StreamOutcome::as_str)
             )?;
         }
     }

@@ -10,9 +10,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::ConfigSource;
+use crate::app::App;
 use crate::calls::Store;
 use crate::config::{Config, EnvSecrets, PublicUrl, Secret, TlsMode};
-use crate::server::{App, Server};
+use crate::server::Server;
 use crate::systemd;
 
 /// File in the dev data dir that keeps the generated dev secrets across restarts.
@@ -132,7 +133,7 @@ async fn serve(mut config: Config, listen: Option<SocketAddr>, admin_listen: Opt
     log::info!("serving Twilio on {public_addr} ({public_scheme}), admin on {admin_addr}");
     systemd::notify_ready();
     systemd::spawn_watchdog(shutdown.clone());
-    Server::new(App::new(config, store).with_tls(tls), public, admin).run(shutdown).await;
+    Server::new(App::new(config, store, tls, shutdown), public, admin).run().await;
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use jiff::tz::TimeZone;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::calls::{CallEvent, EventSource};
+use crate::calls::{CallEvent, EventSource, MediaEvent, StreamOutcome};
 use crate::config::IndicatorsConfig;
 
 /// A certificate this close to expiry is a fault, so someone looks before calls fail.
@@ -212,23 +212,23 @@ impl Machine {
             },
             EventSource::StreamStatus => self.touch(sid, now),
             EventSource::MediaStream => {
-                let detail = |k: &str| event.details.get(k).map(String::as_str);
-                match detail("MediaEvent") {
-                    Some("started") => {
+                match event.media_event() {
+                    Some(MediaEvent::Started) => {
                         self.track(sid, now, true);
                     }
-                    Some("answered") => {
+                    Some(MediaEvent::Answered) => {
                         if self.track(sid, now, true).is_some() {
                             self.answer(sid);
                         }
                     }
-                    Some("stopped") => {
+                    Some(MediaEvent::Stopped) => {
                         // Counted even when the call already ended: the final callback and
                         // the end of the stream race.
-                        if detail("Outcome") == Some("message") {
+                        let outcome = event.stream_outcome();
+                        if outcome == Some(StreamOutcome::Message) {
                             self.messages.insert(sid.to_owned());
                         }
-                        if detail("Outcome") == Some("hangup") {
+                        if outcome == Some(StreamOutcome::Hangup) {
                             self.end(sid);
                         } else {
                             self.answer(sid);

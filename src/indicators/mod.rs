@@ -5,7 +5,8 @@
 //! is the one task that feeds it from the call bus and the health checks and drives the
 //! backends: [`leds`] ([`gpio`] on a Pi, simulated elsewhere) and [`speaker`] (cpal behind
 //! the `speaker` feature, simulated elsewhere), each chosen at start-up. Other code talks to
-//! the task only through the [`Indicators`] handle on [`crate::server::App`].
+//! the task only through the [`Indicators`] handle; the task reads the call log's feed
+//! through its [`Inputs`].
 
 mod task;
 
@@ -27,7 +28,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 pub use machine::{CertStatus, FaultSource, IndicatorState, Output};
-pub use task::run;
+pub use task::{Inputs, run};
 
 use leds::{PinLevel, PinLog};
 use speaker::ToneLog;

@@ -3,23 +3,22 @@
 //! every LED off and stops the tone before it returns.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::leds::{self, LedDriver, SimLeds};
 use super::machine::{FaultSource, Machine, Now, Output, Settings};
-use super::speaker::{self, SimSpeaker, Speaker};
+use super::speaker::{self, SimSpeaker, Speaker, ToneLog};
 use super::tone::{self, ToneSpec};
-use super::{LedsView, Snapshot, ToneView, health};
-use crate::calls::BusMessage;
+use super::{Indicators, LedsView, Snapshot, ToneView, health};
+use crate::calls::{BusMessage, CallLog};
 use crate::config::{IndicatorsConfig, SpeakerBackendChoice};
-use crate::server::App;
 
 /// How often the call-log error flag is read.
 const STORE_CHECK: Duration = Duration::from_secs(1);
@@ -31,139 +30,112 @@ const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// Calls re-read from the call log after the bus dropped events for this task.
 const RESYNC_CALLS: usize = 200;
 
+/// What the indicator task reads and where it reports: the call log (its feed, its health,
+/// and the recent calls to re-read after falling behind), the data dir whose free space it
+/// watches, its settings, and the handle the rest of the box sees it through.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    /// The call log.
+    pub calls: CallLog,
+    /// `[indicators]`.
+    pub config: IndicatorsConfig,
+    /// `storage.dir`, for the disk-space fault.
+    pub storage_dir: PathBuf,
+    /// Faults and acknowledgements in, snapshots out.
+    pub handle: Arc<Indicators>,
+}
+
 /// Runs the indicators until `shutdown`, then leaves LEDs off and the speaker silent.
-pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
+pub async fn run(inputs: Inputs, shutdown: CancellationToken) {
     // Subscribe before opening devices, so no call is missed while a device opens.
-    let bus = app.bus.subscribe();
-    let config = app.config.indicators.clone();
+    let bus = inputs.calls.subscribe();
+    let config = inputs.config.clone();
     let tones = tone::tones(&config);
-    let pin_log = app.indicators.pin_log().clone();
+    let pin_log = inputs.handle.pin_log().clone();
     let leds = leds::open(&config, pin_log.clone()).unwrap_or_else(|e| {
         log::error!("indicators.leds = \"gpio\" but GPIO is unavailable ({e}); LEDs are simulated");
         Box::new(SimLeds::new(pin_log))
     });
-    let tone_log = app.indicators.tone_log().clone();
-    let speaker: Box<dyn Speaker> = if config.speaker == SpeakerBackendChoice::Sim {
-        Box::new(SimSpeaker::new(tone_log))
-    } else {
-        let (c, t, l) = (config.clone(), tones.clone(), tone_log.clone());
-        // Opening an audio device blocks; keep it off the async threads.
-        match tokio::task::spawn_blocking(move || speaker::open(&c, &t, l)).await {
-            Ok(s) => s,
-            Err(e) => {
-                log::error!("opening the speaker failed ({e}); the ring tone is simulated");
-                Box::new(SimSpeaker::new(tone_log))
-            }
-        }
-    };
-    let led = LedDriver::new(leds, &config, Instant::now());
+    let speaker = open_speaker(&config, &tones, inputs.handle.tone_log().clone()).await;
+    let now = Instant::now();
+    let led = LedDriver::new(leds, &config, now);
     let machine = Machine::new(Settings::from_config(&config));
-    let driver = Driver { app, config, tones, machine, led, speaker, ringing: None, acks: 0 };
+    let driver = Driver {
+        inputs,
+        tones,
+        machine,
+        led,
+        speaker,
+        ringing: None,
+        acks: 0,
+        last_event: Timestamp::now(),
+        next_store_check: now,
+        next_disk_check: now,
+        external: BTreeMap::new(),
+    };
     driver.run(bus, shutdown).await;
 }
 
+/// The configured speaker, or the simulated one when it cannot be opened (logged).
+async fn open_speaker(config: &IndicatorsConfig, tones: &[ToneSpec], log: ToneLog) -> Box<dyn Speaker> {
+    if config.speaker == SpeakerBackendChoice::Sim {
+        return Box::new(SimSpeaker::new(log));
+    }
+    let (c, t, l) = (config.clone(), tones.to_vec(), log.clone());
+    // Opening an audio device blocks; keep it off the async threads.
+    match tokio::task::spawn_blocking(move || speaker::open(&c, &t, l)).await {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("opening the speaker failed ({e}); the ring tone is simulated");
+            Box::new(SimSpeaker::new(log))
+        }
+    }
+}
+
 struct Driver {
-    app: Arc<App>,
-    config: IndicatorsConfig,
+    inputs: Inputs,
     tones: Vec<ToneSpec>,
     machine: Machine,
     led: LedDriver,
     speaker: Box<dyn Speaker>,
     ringing: Option<usize>,
     acks: u64,
+    /// The newest event seen: a resync replays what came after it.
+    last_event: Timestamp,
+    next_store_check: Instant,
+    next_disk_check: Instant,
+    /// Faults reported through the handle, as last seen.
+    external: BTreeMap<FaultSource, String>,
 }
 
 impl Driver {
-    async fn run(mut self, mut bus: tokio::sync::broadcast::Receiver<BusMessage>, shutdown: CancellationToken) {
-        let handle = &self.app.indicators;
+    async fn run(mut self, mut bus: broadcast::Receiver<BusMessage>, shutdown: CancellationToken) {
+        let handle = self.inputs.handle.clone();
         let mut faults = handle.faults.subscribe();
         let mut certificate = handle.certificate.subscribe();
         let mut acks = handle.acks.subscribe();
         self.acks = *acks.borrow_and_update();
-        let mut external = BTreeMap::new();
-        let mut last_event = Timestamp::now();
-        let mut next_store_check = Instant::now();
-        let mut next_disk_check = Instant::now();
         log::info!("indicators running (LEDs: {}, speaker: {})", self.led.backend(), self.speaker.backend());
         loop {
             let now = Now::current();
-            if now.mono >= next_store_check {
-                let failed = self.app.store_failed.load(Ordering::Relaxed);
-                let fault = self.app.store.fault();
-                // Writes failing, or damage found at start that lost something.
-                let why = match (failed, fault) {
-                    (true, detail) => Some(format!(
-                        "the call log could not be written{}",
-                        detail.map(|e| format!(": {e}")).unwrap_or_default()
-                    )),
-                    (false, Some(damage)) => Some(format!("the call log is damaged: {damage}")),
-                    (false, None) => None,
-                };
-                self.machine.set_fault(FaultSource::Store, why);
-                next_store_check = now.mono + STORE_CHECK;
-            }
-            if now.mono >= next_disk_check {
-                let fault = health::disk_fault(&self.app.config.storage.dir, self.config.disk_min_free_mb);
-                self.machine.set_fault(FaultSource::Disk, fault);
-                next_disk_check = now.mono + DISK_CHECK;
-            }
+            self.check_health(now.mono);
             self.machine.expire(now.mono);
             let output = self.machine.output(now);
             self.show(&output, now.mono);
             self.publish(output, true);
-
-            let deadline = [
-                self.machine.next_deadline(now.mono),
-                self.led.next_edge(now.mono),
-                Some(next_store_check),
-                Some(next_disk_check),
-                Some(now.mono + HOUSEKEEPING),
-            ]
-            .into_iter()
-            .flatten()
-            // A deadline already past would spin the loop; housekeeping bounds the wait.
-            .filter(|t| *t > now.mono)
-            .min()
-            .unwrap_or(now.mono + HOUSEKEEPING);
-
+            let deadline = self.next_wake(now.mono);
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
                 received = bus.recv() => match received {
-                    Ok(message) => {
-                        last_event = last_event.max(message.event.received_at);
-                        self.machine.on_event(&message.event, Instant::now());
-                        // Take in everything already queued before recomputing the output:
-                        // under a burst of calls the output is computed once per batch, not
-                        // once per event.
-                        loop {
-                            match bus.try_recv() {
-                                Ok(message) => {
-                                    last_event = last_event.max(message.event.received_at);
-                                    self.machine.on_event(&message.event, Instant::now());
-                                }
-                                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(missed)) => {
-                                    log::warn!("indicators fell {missed} call events behind; re-reading recent calls");
-                                    self.resync(last_event);
-                                    break;
-                                }
-                                Err(_) => break,
-                            }
-                        }
-                    }
-                    Err(RecvError::Lagged(missed)) => {
-                        log::warn!("indicators fell {missed} call events behind; re-reading recent calls");
-                        self.resync(last_event);
-                    }
-                    // The bus lives as long as the App; nothing more will come.
+                    Ok(message) => self.take_in(&message, &mut bus),
+                    Err(RecvError::Lagged(missed)) => self.resync(missed),
+                    // The bus lives as long as the call log; nothing more will come.
                     Err(RecvError::Closed) => shutdown.cancelled().await,
                 },
                 Ok(()) = faults.changed() => {
                     let now_faults = faults.borrow_and_update().clone();
-                    for source in external.keys().chain(now_faults.keys()).copied().collect::<Vec<FaultSource>>() {
-                        self.machine.set_fault(source, now_faults.get(&source).cloned());
-                    }
-                    external = now_faults;
+                    self.set_external_faults(now_faults);
                 }
                 Ok(()) = certificate.changed() => {
                     let status = *certificate.borrow_and_update();
@@ -177,7 +149,68 @@ impl Driver {
                 () = tokio::time::sleep_until(deadline) => {}
             }
         }
-        // The safe state: nothing lit, nothing ringing.
+        self.stop().await;
+    }
+
+    /// Reads the call log's health and the free disk space when they are due.
+    fn check_health(&mut self, now: Instant) {
+        if now >= self.next_store_check {
+            self.machine.set_fault(FaultSource::Store, self.inputs.calls.problem());
+            self.next_store_check = now + STORE_CHECK;
+        }
+        if now >= self.next_disk_check {
+            let fault = health::disk_fault(&self.inputs.storage_dir, self.inputs.config.disk_min_free_mb);
+            self.machine.set_fault(FaultSource::Disk, fault);
+            self.next_disk_check = now + DISK_CHECK;
+        }
+    }
+
+    /// When the loop must next wake up by itself: a machine deadline, an LED edge, a health
+    /// check, or housekeeping at the latest.
+    fn next_wake(&self, now: Instant) -> Instant {
+        [
+            self.machine.next_deadline(now),
+            self.led.next_edge(now),
+            Some(self.next_store_check),
+            Some(self.next_disk_check),
+            Some(now + HOUSEKEEPING),
+        ]
+        .into_iter()
+        .flatten()
+        // A deadline already past would spin the loop; housekeeping bounds the wait.
+        .filter(|t| *t > now)
+        .min()
+        .unwrap_or(now + HOUSEKEEPING)
+    }
+
+    /// Feeds `message` and everything already queued behind it to the machine: under a
+    /// burst of calls the output is computed once per batch, not once per event.
+    fn take_in(&mut self, message: &BusMessage, bus: &mut broadcast::Receiver<BusMessage>) {
+        self.on_event(message);
+        loop {
+            match bus.try_recv() {
+                Ok(message) => self.on_event(&message),
+                Err(TryRecvError::Lagged(missed)) => return self.resync(missed),
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn on_event(&mut self, message: &BusMessage) {
+        self.last_event = self.last_event.max(message.event.received_at);
+        self.machine.on_event(&message.event, Instant::now());
+    }
+
+    /// Takes the faults reported through the handle, clearing those no longer reported.
+    fn set_external_faults(&mut self, faults: BTreeMap<FaultSource, String>) {
+        for source in self.external.keys().chain(faults.keys()).copied().collect::<Vec<FaultSource>>() {
+            self.machine.set_fault(source, faults.get(&source).cloned());
+        }
+        self.external = faults;
+    }
+
+    /// The safe state: nothing lit, nothing ringing.
+    async fn stop(mut self) {
         self.led.all_off();
         self.speaker.stop();
         self.ringing = None;
@@ -191,7 +224,7 @@ impl Driver {
 
     fn show(&mut self, output: &Output, now: Instant) {
         self.led.show(output, now);
-        let wanted = output.ring.as_ref().map(|r| tone::tone_for(&self.config, r.to.as_deref()));
+        let wanted = output.ring.as_ref().map(|r| tone::tone_for(&self.inputs.config, r.to.as_deref()));
         if wanted != self.ringing {
             match wanted {
                 Some(index) => {
@@ -221,7 +254,7 @@ impl Driver {
             },
             acknowledgements: self.acks,
         };
-        self.app.indicators.snapshot.send_if_modified(|current| {
+        self.inputs.handle.snapshot.send_if_modified(|current| {
             let changed = *current != snapshot;
             if changed {
                 *current = snapshot;
@@ -230,11 +263,14 @@ impl Driver {
         });
     }
 
-    /// Replays, from the call log, the events received after `since` (the last one this
-    /// task saw). The machine ignores what it already knows, so overlap is harmless.
-    fn resync(&mut self, since: Timestamp) {
-        match self.app.store.list(RESYNC_CALLS, None) {
+    /// Replays, from the call log, the events received after the last one this task saw,
+    /// because the bus dropped `missed` of them. The machine ignores what it already knows,
+    /// so overlap is harmless.
+    fn resync(&mut self, missed: u64) {
+        log::warn!("indicators fell {missed} call events behind; re-reading recent calls");
+        match self.inputs.calls.store().list(RESYNC_CALLS, None) {
             Ok(records) => {
+                let since = self.last_event;
                 let mut events: Vec<_> =
                     records.iter().flat_map(|r| &r.events).filter(|e| e.received_at > since).collect();
                 events.sort_by_key(|e| e.received_at);
@@ -260,7 +296,7 @@ mod tests {
     const ACTIVE_PIN: u8 = 6;
     const READY_PIN: u8 = 7;
 
-    fn app(dir: &std::path::Path) -> Arc<App> {
+    fn app(dir: &std::path::Path) -> Inputs {
         let mut config = Config::dev(dir.to_owned(), Secret::new("t"), Secret::new("a"));
         let ind = &mut config.indicators;
         ind.leds = crate::config::LedBackendChoice::Sim;
@@ -280,17 +316,22 @@ mod tests {
         ind.call_timeout_secs = 60;
         ind.disk_min_free_mb = 0;
         let store = Store::open(dir).unwrap();
-        Arc::new(App::new(config, store))
+        Inputs {
+            calls: CallLog::new(store),
+            config: config.indicators,
+            storage_dir: dir.to_owned(),
+            handle: Arc::new(Indicators::new()),
+        }
     }
 
-    fn publish(app: &App, event: CallEvent) {
+    fn publish(app: &Inputs, event: CallEvent) {
         let record = CallRecord::new(&event);
-        app.bus.publish(BusMessage { event, record });
+        app.calls.bus().publish(BusMessage { event, record });
     }
 
     /// Levels of `pin` as (ms since `t0`, high) pairs.
-    fn levels(app: &App, pin: u8, t0: Instant) -> Vec<(u128, bool)> {
-        app.indicators
+    fn levels(app: &Inputs, pin: u8, t0: Instant) -> Vec<(u128, bool)> {
+        app.handle
             .pin_log()
             .changes()
             .iter()
@@ -299,8 +340,8 @@ mod tests {
             .collect()
     }
 
-    async fn started(app: &App) {
-        let mut rx = app.indicators.subscribe();
+    async fn started(app: &Inputs) {
+        let mut rx = app.handle.subscribe();
         rx.wait_for(|s| s.running).await.unwrap();
     }
 
@@ -311,7 +352,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(run(app.clone(), shutdown.clone()));
         started(&app).await;
-        assert_eq!(app.indicators.snapshot().output.state, IndicatorState::Ready);
+        assert_eq!(app.handle.snapshot().output.state, IndicatorState::Ready);
         tokio::time::sleep(Duration::from_millis(10)).await;
 
         let t0 = Instant::now();
@@ -323,7 +364,7 @@ mod tests {
             [(0, true), (100, false), (200, true), (300, false), (400, true), (500, false), (600, true)]
         );
         assert_eq!(levels(&app, READY_PIN, t0), [(0, false)]);
-        let snap = app.indicators.snapshot();
+        let snap = app.handle.snapshot();
         assert!(snap.tone.playing);
         assert_eq!(snap.tone.name.as_deref(), Some("default"));
 
@@ -335,14 +376,14 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(levels(&app, INCOMING_PIN, t1), [(0, false)]);
         assert_eq!(levels(&app, ACTIVE_PIN, t1), [(0, true)]);
-        let tones = app.indicators.tone_log().changes();
+        let tones = app.handle.tone_log().changes();
         assert_eq!(tones.iter().map(|c| c.tone).collect::<Vec<_>>(), [Some(0), None]);
         assert_eq!(tones[1].at, t1, "the ring stops the moment the flow answers");
 
         // A second call at once: active turns double-blink while both last.
         publish(&app, event("CA2", EventSource::StatusCallback, Some(CallStatus::InProgress), &[]));
         tokio::time::sleep(Duration::from_millis(10)).await;
-        assert_eq!(app.indicators.snapshot().output.active_calls, 2);
+        assert_eq!(app.handle.snapshot().output.active_calls, 2);
         let t2 = Instant::now() - Duration::from_millis(10);
         tokio::time::sleep(Duration::from_millis(400)).await;
         // Double-blink 400 ms from the second call on (the pin was already lit): 50 on, 50 off,
@@ -351,7 +392,7 @@ mod tests {
 
         shutdown.cancel();
         task.await.unwrap();
-        let snap = app.indicators.snapshot();
+        let snap = app.handle.snapshot();
         assert!(!snap.running && !snap.tone.playing);
         assert!(snap.leds.pins.iter().all(|p| !p.lit && p.level == "low"), "{:?}", snap.leds.pins);
     }
@@ -366,12 +407,12 @@ mod tests {
         let t0 = Instant::now();
         publish(&app, event("CA1", EventSource::IncomingCall, Some(CallStatus::Ringing), &[]));
         tokio::time::sleep(Duration::from_secs(6)).await;
-        let tones = app.indicators.tone_log().changes();
+        let tones = app.handle.tone_log().changes();
         assert_eq!(tones.len(), 2);
         assert_eq!(tones[1].at.duration_since(t0), Duration::from_secs(5), "max_ring_secs");
-        assert_eq!(app.indicators.snapshot().output.state, IndicatorState::Active);
+        assert_eq!(app.handle.snapshot().output.state, IndicatorState::Active);
         tokio::time::sleep(Duration::from_secs(55)).await;
-        assert_eq!(app.indicators.snapshot().output.state, IndicatorState::Ready, "call_timeout_secs");
+        assert_eq!(app.handle.snapshot().output.state, IndicatorState::Ready, "call_timeout_secs");
         shutdown.cancel();
         task.await.unwrap();
     }
@@ -384,26 +425,26 @@ mod tests {
         let task = tokio::spawn(run(app.clone(), shutdown.clone()));
         started(&app).await;
         let soon = Timestamp::now().checked_add(jiff::SignedDuration::from_hours(24 * 3)).unwrap();
-        app.indicators.set_certificate(Some(super::super::CertStatus::Valid { not_after: soon }));
+        app.handle.set_certificate(Some(super::super::CertStatus::Valid { not_after: soon }));
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let snap = app.indicators.snapshot();
+        let snap = app.handle.snapshot();
         assert_eq!(snap.output.state, IndicatorState::Fault);
         let ready_pin = snap.leds.pins.iter().find(|p| p.pin == READY_PIN).unwrap();
         assert_eq!(ready_pin.state, Some(IndicatorState::Fault), "the fault owns the shared pin");
-        app.indicators.set_certificate(None);
-        app.store_failed.store(true, Ordering::Relaxed);
+        app.handle.set_certificate(None);
+        app.calls.set_write_failed(true);
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        assert!(app.indicators.snapshot().output.faults.contains_key(&FaultSource::Store));
-        app.store_failed.store(false, Ordering::Relaxed);
+        assert!(app.handle.snapshot().output.faults.contains_key(&FaultSource::Store));
+        app.calls.set_write_failed(false);
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        assert_eq!(app.indicators.snapshot().output.state, IndicatorState::Ready);
+        assert_eq!(app.handle.snapshot().output.state, IndicatorState::Ready);
 
         publish(&app, event("CA1", EventSource::IncomingCall, Some(CallStatus::Ringing), &[]));
         publish(&app, event("CA1", EventSource::StatusCallback, Some(CallStatus::NoAnswer), &[]));
         tokio::time::sleep(Duration::from_millis(10)).await;
-        assert_eq!(app.indicators.snapshot().output.state, IndicatorState::MessageWaiting);
-        let n = app.indicators.acknowledge();
-        let snap = app.indicators.wait_acknowledged(n, Duration::from_secs(1)).await;
+        assert_eq!(app.handle.snapshot().output.state, IndicatorState::MessageWaiting);
+        let n = app.handle.acknowledge();
+        let snap = app.handle.wait_acknowledged(n, Duration::from_secs(1)).await;
         assert_eq!((snap.output.state, snap.acknowledgements), (IndicatorState::Ready, n));
         shutdown.cancel();
         task.await.unwrap();
@@ -417,12 +458,16 @@ mod tests {
         let task = tokio::spawn(run(app.clone(), shutdown.clone()));
         started(&app).await;
         // Stored but never announced: only a resync can find it.
-        app.store.record(event("CA7", EventSource::IncomingCall, Some(CallStatus::Ringing), &[])).await.unwrap();
+        app.calls
+            .store()
+            .record(event("CA7", EventSource::IncomingCall, Some(CallStatus::Ringing), &[]))
+            .await
+            .unwrap();
         // Overflow the bus before the task runs again (this test runs on one thread).
         for i in 0..1100 {
             publish(&app, event(&format!("CAX{i}"), EventSource::StreamStatus, None, &[]));
         }
-        let mut rx = app.indicators.subscribe();
+        let mut rx = app.handle.subscribe();
         let snap = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| s.output.incoming_calls == 1))
             .await
             .expect("the task resynced")

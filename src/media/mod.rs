@@ -1,58 +1,193 @@
-//! Media streams: the Twilio Media Streams WebSocket, its sessions and call flows
+//! Media streams: the Twilio Media Streams WebSocket sessions and their call flows
 //! (voicemail, relay with fail-over), and the audio they need.
 //!
-//! The upgrade request is checked (signature, then WebSocket headers) before anything is
-//! accepted, and the stream's `start` before it touches the call log ([`admission`]); each
-//! accepted stream runs as one task owned by [`Media`]'s tracker, which the server waits for
-//! on shutdown so that recordings are finalized and the log is written before the store
-//! closes. A session keeps its connection's place in the client address's share for its
-//! whole life, so one address cannot take every session.
+//! The server checks the upgrade request (signature, WebSocket headers) and asks
+//! [`Media::can_accept`] before it agrees; the session itself checks the stream's `start`
+//! before it touches the call log ([`admission`]). Each accepted stream runs as one task owned
+//! by [`Media`]'s tracker, which the box waits for on shutdown so that recordings are
+//! finalized and the log is written before the store closes. A session runs over any byte
+//! stream ([`Media::serve`]): a real upgraded connection, or an in-memory one in tests.
 
 pub mod admission;
 pub mod audio;
 mod session;
 
+use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::OnceCell;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::calls::{CallLog, StreamOutcome};
 use crate::config::MediaConfig;
-use crate::server::App;
-use crate::server::http::{self as h, Body};
 
 /// Largest WebSocket message or frame accepted (Twilio's are about 400 bytes).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// How long the server waits for sessions to finish their recordings at shutdown.
 pub const SESSION_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Media-stream state shared by all sessions: the greeting (loaded once) and the sessions.
-#[derive(Debug, Default)]
-pub struct Media {
+/// What a media session needs from the rest of the box.
+#[derive(Debug, Clone)]
+pub struct MediaContext {
+    /// Where stream events and outcomes go.
+    pub calls: CallLog,
+    /// `[media]`.
+    pub config: MediaConfig,
+    /// `storage.dir`: recordings live under it.
+    pub storage_dir: PathBuf,
+    /// Sessions at once (an upgraded socket no longer holds a connection permit).
+    pub max_sessions: usize,
+    /// Cancelled when the box shuts down: sessions end with a close.
+    pub shutdown: CancellationToken,
+}
+
+/// The media streams of a running box: their shared greeting, the calls that have a session,
+/// and the sessions themselves. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Media(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    context: MediaContext,
     greeting: OnceCell<Arc<[u8]>>,
     sessions: TaskTracker,
     live: admission::LiveCalls,
 }
 
+impl std::ops::Deref for Shared {
+    type Target = MediaContext;
+    fn deref(&self) -> &MediaContext {
+        &self.context
+    }
+}
+
+/// Why a new stream is turned away before its upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Busy {
+    /// The box is shutting down.
+    #[error("shutting down")]
+    ShuttingDown,
+    /// `max_sessions` streams are running.
+    #[error("{0} sessions already running (server.max_connections)")]
+    Full(usize),
+}
+
 impl Media {
-    /// State for a box with no session yet.
-    pub fn new() -> Self {
-        Self::default()
+    /// Media streams over these parts, with no session yet.
+    pub fn new(context: MediaContext) -> Self {
+        Self(Arc::new(Shared {
+            context,
+            greeting: OnceCell::new(),
+            sessions: TaskTracker::new(),
+            live: admission::LiveCalls::default(),
+        }))
     }
 
+    /// Whether a new stream may start now.
+    pub fn can_accept(&self) -> Result<(), Busy> {
+        if self.0.shutdown.is_cancelled() || self.0.sessions.is_closed() {
+            return Err(Busy::ShuttingDown);
+        }
+        let running = self.active_sessions();
+        if running >= self.0.max_sessions {
+            return Err(Busy::Full(running));
+        }
+        Ok(())
+    }
+
+    /// Runs a session, as a task the box waits for at shutdown, on the socket `upgrade`
+    /// yields (`None`: the upgrade failed, already logged). `hold` (the connection's place in
+    /// its address's share) is kept for the session's whole life.
+    pub fn spawn<S, U, H>(&self, upgrade: U, hold: H)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        U: Future<Output = Option<S>> + Send + 'static,
+        H: Send + 'static,
+    {
+        let media = self.clone();
+        self.0.sessions.spawn(async move {
+            let _hold = hold;
+            if let Some(io) = upgrade.await {
+                media.serve(io).await;
+            }
+        });
+    }
+
+    /// Runs one session to its end on `io`, a socket whose WebSocket handshake is done.
+    pub async fn serve<S>(&self, io: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config())).await;
+        session::run(&self.0, ws).await;
+    }
+
+    /// Stops accepting new sessions and waits (bounded) for the running ones to finish.
+    pub async fn drain(&self) {
+        self.0.sessions.close();
+        if tokio::time::timeout(SESSION_DRAIN_TIMEOUT, self.0.sessions.wait()).await.is_err() {
+            log::warn!("shutdown: some media sessions did not finish within {SESSION_DRAIN_TIMEOUT:?}");
+        }
+    }
+
+    /// Media sessions running now.
+    pub fn active_sessions(&self) -> usize {
+        self.0.sessions.len()
+    }
+
+    /// Finishes recordings a crash cut off and notes them in their call records; run once at
+    /// start.
+    pub async fn recover_recordings(&self) {
+        let dir = self.0.storage_dir.clone();
+        let recovered = match tokio::task::spawn_blocking(move || audio::recover(&dir)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                log::warn!("recovering partial recordings failed: {e}");
+                return;
+            }
+            Err(e) => {
+                log::warn!("recovering partial recordings failed: {e}");
+                return;
+            }
+        };
+        for r in recovered {
+            log::info!("recovered partial recording {} ({} ms)", r.info.path, r.info.duration_ms);
+            let Some((call_sid, stream_sid)) = r.file_name.trim_end_matches(".wav").split_once('-') else { continue };
+            let (call_sid, stream_sid) = (call_sid.to_owned(), stream_sid.to_owned());
+            let info = r.info.clone();
+            let updated = self
+                .0
+                .calls
+                .update(&call_sid, move |record| {
+                    if let Some(stream) = record.stream.as_mut().filter(|s| s.stream_sid == stream_sid) {
+                        stream.recording = Some(info);
+                        if stream.outcome.is_none() {
+                            stream.outcome = Some(StreamOutcome::Message);
+                            stream.error = Some("the box stopped during the call; recording recovered".into());
+                        }
+                    }
+                })
+                .await;
+            if let Err(e) = updated {
+                log::warn!("cannot note recovered recording {} in call {call_sid}: {e}", r.info.path);
+            }
+        }
+    }
+}
+
+impl Shared {
     /// The greeting as 8 kHz μ-law: the configured WAV file, or the built-in prompt tone
     /// when none is configured or it cannot be used (logged once).
-    async fn greeting(&self, config: &MediaConfig) -> Arc<[u8]> {
+    async fn greeting(&self) -> Arc<[u8]> {
         self.greeting
             .get_or_init(|| async {
-                let Some(path) = config.greeting_wav.clone() else {
+                let Some(path) = self.config.greeting_wav.clone() else {
                     return Arc::from(audio::prompt_tone());
                 };
                 let loaded = tokio::task::spawn_blocking(move || audio::load_greeting(&path)).await;
@@ -71,122 +206,10 @@ impl Media {
             .await
             .clone()
     }
-
-    /// Stops accepting new sessions and waits (bounded) for the running ones to finish.
-    pub async fn drain(&self) {
-        self.sessions.close();
-        if tokio::time::timeout(SESSION_DRAIN_TIMEOUT, self.sessions.wait()).await.is_err() {
-            log::warn!("shutdown: some media sessions did not finish within {SESSION_DRAIN_TIMEOUT:?}");
-        }
-    }
-
-    /// Media sessions running now.
-    pub fn active_sessions(&self) -> usize {
-        self.sessions.len()
-    }
-}
-
-/// Finishes recordings a crash cut off and notes them in their call records; run once at start.
-pub async fn recover_recordings(app: &App) {
-    let dir = app.config.storage.dir.clone();
-    let recovered = match tokio::task::spawn_blocking(move || audio::recover(&dir)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            log::warn!("recovering partial recordings failed: {e}");
-            return;
-        }
-        Err(e) => {
-            log::warn!("recovering partial recordings failed: {e}");
-            return;
-        }
-    };
-    for r in recovered {
-        log::info!("recovered partial recording {} ({} ms)", r.info.path, r.info.duration_ms);
-        let Some((call_sid, stream_sid)) = r.file_name.trim_end_matches(".wav").split_once('-') else { continue };
-        let (call_sid, stream_sid) = (call_sid.to_owned(), stream_sid.to_owned());
-        let info = r.info.clone();
-        let updated = app
-            .store
-            .update(&call_sid, move |record| {
-                if let Some(stream) = record.stream.as_mut().filter(|s| s.stream_sid == stream_sid) {
-                    stream.recording = Some(info);
-                    if stream.outcome.is_none() {
-                        stream.outcome = Some("message".into());
-                        stream.error = Some("the box stopped during the call; recording recovered".into());
-                    }
-                }
-            })
-            .await;
-        if let Err(e) = updated {
-            log::warn!("cannot note recovered recording {} in call {call_sid}: {e}", r.info.path);
-        }
-    }
-}
-
-/// `GET /api/v1/voice/media-stream`: checks Twilio's signature, then upgrades to a WebSocket
-/// and runs the session.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
-    if req.method() != Method::GET {
-        let mut r = h::text(StatusCode::METHOD_NOT_ALLOWED, "use GET with a WebSocket upgrade\n");
-        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET"));
-        return r;
-    }
-    let target = h::raw_target(req.uri()).to_owned();
-    let signature = req.headers().get("x-twilio-signature").and_then(|v| v.to_str().ok()).unwrap_or("");
-    if signature.is_empty() || app.validator.validate_websocket(&target, signature).is_none() {
-        log::warn!(
-            "refused media stream {target}: {}; check public_url ({}) and twilio.auth_token",
-            if signature.is_empty() { "no X-Twilio-Signature header" } else { "signature mismatch" },
-            app.config.public_url
-        );
-        return h::text(StatusCode::FORBIDDEN, "forbidden\n");
-    }
-    let Some(key) = upgrade_key(req.headers()) else {
-        let mut r = h::text(StatusCode::UPGRADE_REQUIRED, "this URL is a WebSocket (Twilio Media Streams)\n");
-        r.headers_mut().insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        return r;
-    };
-    if app.shutdown.is_cancelled() || app.media.sessions.is_closed() {
-        return h::text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
-    }
-    // An upgraded socket no longer holds a connection permit, so sessions have their own cap.
-    if app.media.active_sessions() >= app.config.server.max_connections {
-        log::warn!(
-            "refused media stream: {} sessions already running (server.max_connections)",
-            app.media.active_sessions()
-        );
-        return h::text(StatusCode::SERVICE_UNAVAILABLE, "too many media streams\n");
-    }
-    let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) else {
-        return h::text(StatusCode::BAD_REQUEST, "bad Sec-WebSocket-Key\n");
-    };
-    // Without a share (a request that did not come through a capped listener) the session is
-    // held to the total alone.
-    let share = req.extensions().get::<crate::net::AddressShareCell>().and_then(crate::net::AddressShareCell::take);
-    let session_app = app.clone();
-    app.media.sessions.spawn(async move {
-        let _share = share;
-        let upgraded = match hyper::upgrade::on(req).await {
-            Ok(u) => u,
-            Err(e) => {
-                log::warn!("media stream upgrade failed: {e}");
-                return;
-            }
-        };
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config())).await;
-        session::run(session_app, ws).await;
-    });
-    let mut r = h::empty(StatusCode::SWITCHING_PROTOCOLS);
-    let headers = r.headers_mut();
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
-    r
 }
 
 /// WebSocket settings for both sockets of a session (Twilio's and the relay's).
-fn ws_config() -> WebSocketConfig {
+pub(crate) fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_BYTES))
         .max_frame_size(Some(MAX_MESSAGE_BYTES))
@@ -195,24 +218,4 @@ fn ws_config() -> WebSocketConfig {
         // writing each message at once adds no latency to paced audio.
         .read_buffer_size(4096)
         .write_buffer_size(0)
-}
-
-/// The `Sec-WebSocket-Key` of a valid upgrade request, or `None` when it is not one.
-fn upgrade_key(headers: &http::HeaderMap) -> Option<String> {
-    let has_token = |name: header::HeaderName, token: &str| {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
-    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
-        return None;
-    }
-    if headers.get(header::SEC_WEBSOCKET_VERSION).and_then(|v| v.to_str().ok()) != Some("13") {
-        return None;
-    }
-    let key = headers.get(header::SEC_WEBSOCKET_KEY)?.to_str().ok()?.trim();
-    (!key.is_empty()).then(|| key.to_owned())
 }

@@ -12,9 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
 use jiff::Timestamp;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::{Interval, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
@@ -23,14 +22,13 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::Shared;
 use super::admission::{self, Claim};
 use super::audio::{Recording, SAMPLE_RATE};
-use crate::calls::{CallEvent, EventSource, StreamInfo};
+use crate::calls::{CallEvent, EventSource, MediaEvent, StreamInfo, StreamOutcome, detail};
 use crate::config::FlowKind;
-use crate::server::App;
 use crate::twilio::media::{self as proto, FRAME_SAMPLES, Inbound, Outbound, Start};
 
-type Twilio = WebSocketStream<TokioIo<Upgraded>>;
 type Upstream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// One greeting frame.
@@ -95,6 +93,43 @@ enum End {
     AgentDone,
 }
 
+impl End {
+    /// What the stream's end means for the call log: its outcome, the error to note, and the
+    /// close frame for Twilio (`None` when the socket is already gone).
+    fn verdict(&self, was_relay: bool, has_message: bool) -> (StreamOutcome, Option<String>, Option<CloseFrame>) {
+        use StreamOutcome::*;
+        let close = |code: CloseCode, reason: &str| Some(CloseFrame { code, reason: Utf8Bytes::from(reason) });
+        let heard = if has_message { Message } else { Hangup };
+        match self {
+            Self::Hangup if was_relay => (Relayed, None, close(CloseCode::Normal, "")),
+            Self::Hangup | Self::MessageDone => (heard, None, close(CloseCode::Normal, "")),
+            Self::FrontDesk => (FrontDesk, None, close(CloseCode::Normal, "to the front desk")),
+            Self::Lost(why) if was_relay => (Relayed, Some(why.clone()), None),
+            Self::Lost(why) if has_message => (Message, Some(why.clone()), None),
+            Self::Lost(why) => (Error, Some(why.clone()), None),
+            Self::Protocol(code, why) => (Error, Some(why.clone()), close(*code, "protocol error")),
+            Self::Failed(why) => (Error, Some(why.clone()), close(CloseCode::Error, "internal error")),
+            Self::Shutdown if has_message => (Message, Some("the box shut down".into()), close(CloseCode::Away, "")),
+            Self::Shutdown => (Error, Some("the box shut down".into()), close(CloseCode::Away, "")),
+            Self::Refused(code, why) => (Refused, Some(why.clone()), close(*code, "stream refused")),
+            Self::AgentDone => (Relayed, None, close(CloseCode::Normal, "")),
+        }
+    }
+
+    /// Logs the ends that are someone's problem.
+    fn log(&self, stream_sid: &str) {
+        match self {
+            Self::Protocol(code, why) => {
+                log::warn!("media stream {stream_sid}: closing with {}: {why}", u16::from(*code))
+            }
+            Self::Lost(why) => log::warn!("media stream {stream_sid}: connection lost: {why}"),
+            Self::Failed(why) => log::error!("media stream {stream_sid}: {why}"),
+            Self::Refused(code, why) => log::warn!("refused media stream (closing with {}): {why}", u16::from(*code)),
+            _ => {}
+        }
+    }
+}
+
 /// What woke the session up.
 enum Wake {
     Twilio(Option<Result<Message, WsError>>),
@@ -109,9 +144,9 @@ enum Wake {
 }
 
 /// Runs one accepted media stream to its end.
-pub(super) async fn run(app: Arc<App>, ws: Twilio) {
+pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(media: &Shared, ws: WebSocketStream<S>) {
     let mut session = Session {
-        app,
+        media,
         ws,
         call_sid: None,
         info: StreamInfo::default(),
@@ -128,9 +163,9 @@ pub(super) async fn run(app: Arc<App>, ws: Twilio) {
     session.finish(end).await;
 }
 
-struct Session {
-    app: Arc<App>,
-    ws: Twilio,
+struct Session<'a, S> {
+    media: &'a Shared,
+    ws: WebSocketStream<S>,
     call_sid: Option<String>,
     info: StreamInfo,
     flow: FlowKind,
@@ -144,7 +179,7 @@ struct Session {
     _claim: Option<Claim>,
 }
 
-impl Session {
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     async fn serve(&mut self) -> End {
         // One coarse timer for the idle check, rather than a timer armed for every frame.
         let mut idle_check = tokio::time::interval(IDLE_TIMEOUT / 4);
@@ -161,7 +196,7 @@ impl Session {
                     Wake::Idle
                 }
                 w = phase_wake(&mut self.phase) => w,
-                () = self.app.shutdown.cancelled() => Wake::Shutdown,
+                () = self.media.shutdown.cancelled() => Wake::Shutdown,
             };
             let step = match wake {
                 Wake::Twilio(m) => self.on_twilio(m).await,
@@ -251,16 +286,16 @@ impl Session {
 
     async fn on_start(&mut self, start: Start, raw: &str) -> Result<(), End> {
         // Checked before anything of it is used: the CallSid becomes a store key and a file name.
-        let claim = admission::admit(&self.app.media.live, &self.app.store, &start, Timestamp::now())
+        let claim = admission::admit(&self.media.live, self.media.calls.store(), &start, Timestamp::now())
             .map_err(|refusal| End::Refused(refusal.close_code(), refusal.to_string()))?;
         self._claim = Some(claim);
         self.raw_start = Some(raw.to_owned());
         let call_sid = start.call_sid.clone();
         let mut to = start.custom_parameters.get("To").cloned();
         if to.is_none() {
-            to = self.app.store.get(&call_sid).ok().flatten().and_then(|r| r.to);
+            to = self.media.calls.store().get(&call_sid).ok().flatten().and_then(|r| r.to);
         }
-        self.flow = self.app.config.media.flow_for(to.as_deref());
+        self.flow = self.media.config.flow_for(to.as_deref());
         self.info = StreamInfo {
             stream_sid: start.stream_sid.clone(),
             started_at: Some(Timestamp::now()),
@@ -269,7 +304,7 @@ impl Session {
         };
         self.call_sid = Some(call_sid.clone());
         log::info!(call_sid = call_sid.as_str(); "media stream {} of call {call_sid} started ({} flow)", start.stream_sid, self.flow.as_str());
-        self.event("started", BTreeMap::new()).await;
+        self.event(MediaEvent::Started, BTreeMap::new()).await;
         self.save().await;
         match self.flow {
             FlowKind::Voicemail => {
@@ -283,7 +318,7 @@ impl Session {
     async fn start_greeting(&mut self) {
         self.flow = FlowKind::Voicemail;
         self.info.flow = self.flow.as_str().into();
-        self.greeting = self.app.media.greeting(&self.app.config.media).await;
+        self.greeting = self.media.greeting().await;
         // `interval` keeps an absolute schedule (catching up after a stall), so the greeting
         // never drifts from real time however long each send takes.
         let mut ticker = tokio::time::interval(FRAME);
@@ -325,14 +360,14 @@ impl Session {
 
     async fn start_recording(&mut self) -> Result<(), End> {
         let call_sid = self.call_sid.clone().unwrap_or_default();
-        let storage = &self.app.config.storage.dir;
-        super::audio::ensure_room(storage, self.app.config.media.max_recording_secs)
+        let storage = &self.media.storage_dir;
+        super::audio::ensure_room(storage, self.media.config.max_recording_secs)
             .map_err(|e| End::Failed(format!("not recording: {e}")))?;
-        let recording = Recording::create(&self.app.config.storage.dir, &call_sid, &self.info.stream_sid)
+        let recording = Recording::create(&self.media.storage_dir, &call_sid, &self.info.stream_sid)
             .map_err(|e| End::Failed(format!("cannot create the recording: {e}")))?;
         log::info!(call_sid = call_sid.as_str(); "call {call_sid}: recording to {}", recording.relative_path());
         self.phase = Phase::Recording(recording);
-        self.event("answered", BTreeMap::new()).await;
+        self.event(MediaEvent::Answered, BTreeMap::new()).await;
         Ok(())
     }
 
@@ -342,7 +377,7 @@ impl Session {
                 proto::decode_payload(payload, &mut self.scratch)
                     .map_err(|e| End::Protocol(CloseCode::Invalid, e.to_string()))?;
                 rec.write_mulaw(&self.scratch).map_err(|e| End::Failed(format!("writing the recording: {e}")))?;
-                let max = u64::from(self.app.config.media.max_recording_secs) * u64::from(SAMPLE_RATE);
+                let max = u64::from(self.media.config.max_recording_secs) * u64::from(SAMPLE_RATE);
                 if rec.samples() >= max { Err(End::MessageDone) } else { Ok(()) }
             }
             Phase::Relay(_) => {
@@ -378,13 +413,12 @@ impl Session {
     }
 
     async fn start_relay(&mut self) -> Result<(), End> {
-        let media = &self.app.config.media;
-        let Some(url) = media.relay_url.clone() else {
+        let config = &self.media.config;
+        let Some(url) = config.relay_url.clone() else {
             return self.fail_over("no relay_url configured".into()).await;
         };
-        let config = super::ws_config();
-        let timeout = media.relay_connect_timeout();
-        let connect = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true);
+        let timeout = config.relay_connect_timeout();
+        let connect = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(super::ws_config()), true);
         let mut upstream = match tokio::time::timeout(timeout, connect).await {
             Ok(Ok((upstream, _))) => upstream,
             Ok(Err(e)) => return self.fail_over(format!("upstream {url} refused: {e}")).await,
@@ -401,7 +435,7 @@ impl Session {
         }
         log::info!("media stream {}: relaying to {url}", self.sid());
         self.phase = Phase::Relay(Box::new(upstream));
-        self.event("answered", BTreeMap::new()).await;
+        self.event(MediaEvent::Answered, BTreeMap::new()).await;
         Ok(())
     }
 
@@ -415,7 +449,7 @@ impl Session {
             self.send(&clear).await?;
         }
         // The relay's part of the call, in the call log before the voicemail's.
-        self.event("failover", BTreeMap::from([("Failover".to_owned(), why.clone())])).await;
+        self.event(MediaEvent::Failover, BTreeMap::from([(detail::FAILOVER.to_owned(), why.clone())])).await;
         self.info.failover = Some(why);
         self.save().await;
         self.start_greeting().await;
@@ -493,6 +527,52 @@ impl Session {
 
     /// Closes everything, finalizes the recording and writes the outcome to the call log.
     async fn finish(&mut self, end: End) {
+        let was_relay = self.end_phase().await;
+        let (outcome, error, frame) = end.verdict(was_relay, self.info.recording.is_some());
+        end.log(self.sid());
+        self.info.stopped_at = Some(Timestamp::now());
+        self.info.outcome = Some(outcome);
+        if self.info.error.is_none() {
+            self.info.error = error;
+        }
+        let Some(call_sid) = self.call_sid.clone() else {
+            if !matches!(end, End::Refused(..)) {
+                log::info!("media stream closed before start ({outcome})");
+            }
+            self.close(frame).await;
+            return;
+        };
+        log::info!(
+            "media stream {} of call {call_sid} ended: {outcome}; {} frames in, {} out, digits {:?}{}",
+            self.sid(),
+            self.info.frames_in,
+            self.info.frames_out,
+            self.info.dtmf,
+            self.info
+                .recording
+                .as_ref()
+                .map(|r| format!(", recording {} ({} ms)", r.path, r.duration_ms))
+                .unwrap_or_default()
+        );
+        self.save().await;
+        let mut extra = BTreeMap::from([(detail::OUTCOME.to_owned(), outcome.as_str().to_owned())]);
+        let info = &self.info;
+        for (name, value) in [
+            (detail::RECORDING, info.recording.as_ref().map(|r| &r.path)),
+            (detail::FAILOVER, info.failover.as_ref()),
+            (detail::ERROR, info.error.as_ref()),
+        ] {
+            if let Some(value) = value {
+                extra.insert(name.to_owned(), value.clone());
+            }
+        }
+        self.event(MediaEvent::Stopped, extra).await;
+        self.close(frame).await;
+    }
+
+    /// Ends the flow's part: finalizes the recording, or closes the upstream agent's socket.
+    /// Whether the call was with the agent.
+    async fn end_phase(&mut self) -> bool {
         let phase = std::mem::replace(&mut self.phase, Phase::Done);
         let was_relay = matches!(phase, Phase::Relay(_) | Phase::AgentEnding { .. });
         match phase {
@@ -508,64 +588,7 @@ impl Session {
             }
             _ => {}
         }
-        let has_message = self.info.recording.is_some();
-        let close = |code: CloseCode, reason: &str| Some(CloseFrame { code, reason: Utf8Bytes::from(reason) });
-        let (outcome, error, frame) = match &end {
-            End::Hangup if was_relay => ("relayed", None, close(CloseCode::Normal, "")),
-            End::Hangup => (if has_message { "message" } else { "hangup" }, None, close(CloseCode::Normal, "")),
-            End::FrontDesk => ("front-desk", None, close(CloseCode::Normal, "to the front desk")),
-            End::MessageDone => (if has_message { "message" } else { "hangup" }, None, close(CloseCode::Normal, "")),
-            End::Lost(why) if was_relay => ("relayed", Some(why.clone()), None),
-            End::Lost(why) if has_message => ("message", Some(why.clone()), None),
-            End::Lost(why) => ("error", Some(why.clone()), None),
-            End::Protocol(code, why) => ("error", Some(why.clone()), close(*code, "protocol error")),
-            End::Failed(why) => ("error", Some(why.clone()), close(CloseCode::Error, "internal error")),
-            End::Shutdown if has_message => ("message", Some("the box shut down".into()), close(CloseCode::Away, "")),
-            End::Shutdown => ("error", Some("the box shut down".into()), close(CloseCode::Away, "")),
-            End::Refused(code, why) => ("refused", Some(why.clone()), close(*code, "stream refused")),
-            End::AgentDone => ("relayed", None, close(CloseCode::Normal, "")),
-        };
-        match &end {
-            End::Protocol(code, why) => {
-                log::warn!("media stream {}: closing with {}: {why}", self.sid(), u16::from(*code))
-            }
-            End::Lost(why) => log::warn!("media stream {}: connection lost: {why}", self.sid()),
-            End::Failed(why) => log::error!("media stream {}: {why}", self.sid()),
-            End::Refused(code, why) => log::warn!("refused media stream (closing with {}): {why}", u16::from(*code)),
-            _ => {}
-        }
-        self.info.stopped_at = Some(Timestamp::now());
-        self.info.outcome = Some(outcome.into());
-        if self.info.error.is_none() {
-            self.info.error = error;
-        }
-        let Some(call_sid) = self.call_sid.clone() else {
-            if !matches!(end, End::Refused(..)) {
-                log::info!("media stream closed before start ({outcome})");
-            }
-            self.close(frame).await;
-            return;
-        };
-        log::info!(
-            call_sid = call_sid.as_str();
-            "media stream {} of call {call_sid} ended: {outcome}; {} frames in, {} out, digits {:?}{}",
-            self.sid(), self.info.frames_in, self.info.frames_out, self.info.dtmf,
-            self.info.recording.as_ref().map(|r| format!(", recording {} ({} ms)", r.path, r.duration_ms)).unwrap_or_default()
-        );
-        self.save().await;
-        let mut extra = BTreeMap::new();
-        extra.insert("Outcome".to_owned(), outcome.to_owned());
-        if let Some(rec) = &self.info.recording {
-            extra.insert("Recording".to_owned(), rec.path.clone());
-        }
-        if let Some(why) = &self.info.failover {
-            extra.insert("Failover".to_owned(), why.clone());
-        }
-        if let Some(why) = &self.info.error {
-            extra.insert("Error".to_owned(), why.clone());
-        }
-        self.event("stopped", extra).await;
-        self.close(frame).await;
+        was_relay
     }
 
     /// Sends our close and gives Twilio a moment to answer it, so the close is clean. This comes
@@ -584,17 +607,17 @@ impl Session {
     async fn save(&mut self) {
         let Some(call_sid) = &self.call_sid else { return };
         let info = self.info.clone();
-        if let Err(e) = self.app.store.update(call_sid, move |r| r.stream = Some(info)).await {
+        if let Err(e) = self.media.calls.update(call_sid, move |r| r.stream = Some(info)).await {
             log::error!(call_sid = call_sid.as_str(); "cannot save media stream of call {call_sid}: {e}");
         }
     }
 
     /// Records a stream event in the call log and announces it on the bus.
-    async fn event(&mut self, what: &str, mut details: BTreeMap<String, String>) {
+    async fn event(&mut self, what: MediaEvent, mut details: BTreeMap<String, String>) {
         let Some(call_sid) = &self.call_sid else { return };
-        details.insert("MediaEvent".into(), what.into());
-        details.insert("Flow".into(), self.flow.as_str().into());
-        details.insert("StreamSid".into(), self.info.stream_sid.clone());
+        details.insert(detail::MEDIA_EVENT.into(), what.as_str().into());
+        details.insert(detail::FLOW.into(), self.flow.as_str().into());
+        details.insert(detail::STREAM_SID.into(), self.info.stream_sid.clone());
         let event = CallEvent {
             call_sid: call_sid.clone(),
             source: EventSource::MediaStream,
@@ -607,11 +630,13 @@ impl Session {
             direction: None,
             duration_secs: None,
             // A stream that failed over has two parts, each with its own `answered`.
-            dedupe_key: format!("media:{}:{}:{what}", self.info.stream_sid, self.flow.as_str()),
+            dedupe_key: format!("media:{}:{}:{}", self.info.stream_sid, self.flow.as_str(), what.as_str()),
             details,
         };
-        // record_event logs a failure itself; the session goes on either way.
-        let _ = self.app.record_event(event).await;
+        // The session goes on either way: the caller is still on the line.
+        if let Err(e) = self.media.calls.record(event).await {
+            log::error!("could not store the {} event of call {call_sid}: {e}", what.as_str());
+        }
     }
 }
 

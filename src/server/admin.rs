@@ -10,10 +10,11 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use subtle::ConstantTimeEq;
 
+use super::PeerAddr;
 use super::admission::Ticket;
-use super::http::{self as h, Body};
-use super::{App, PeerAddr};
+use crate::app::App;
 use crate::dashboard::{self, auth};
+use crate::web::{self as h, Body};
 
 /// Largest page of calls one request returns.
 pub const MAX_PAGE: usize = 1000;
@@ -79,18 +80,18 @@ async fn route_authenticated(
     }
     match (route, path) {
         (&Method::GET, "/api/v1/calls") => list_calls(app, req.uri()),
-        (&Method::GET, "/api/v1/calls.csv") => dashboard::csv(app, req.uri()),
+        (&Method::GET, "/api/v1/calls.csv") => app.dashboard.csv(req.uri()),
         (&Method::GET, "/api/v1/health") => health(app),
-        (&Method::GET, "/api/v1/events") => dashboard::events(app),
+        (&Method::GET, "/api/v1/events") => app.dashboard.events(),
         (&Method::GET, "/api/v1/session") => session(caller),
-        (&Method::GET, "/metrics") => dashboard::metrics(app),
+        (&Method::GET, "/metrics") => app.dashboard.metrics(),
         (&Method::POST, "/logout") => logout(app, caller),
         (&Method::GET, "/api/v1/indicators") => h::json(StatusCode::OK, &app.indicators.snapshot()),
         (_, "/api/v1/indicators/ack") => indicators_ack(app, req.method()).await,
         (&Method::GET, p) => match p.strip_prefix("/api/v1/calls/") {
             Some(rest) => match rest.split_once('/') {
                 None if !rest.is_empty() => get_call(app, rest),
-                Some((sid, "recording")) if !sid.is_empty() => dashboard::recording(app, sid, req.headers()).await,
+                Some((sid, "recording")) if !sid.is_empty() => app.dashboard.recording(sid, req.headers()).await,
                 _ => h::text(StatusCode::NOT_FOUND, "not found\n"),
             },
             None => h::text(StatusCode::NOT_FOUND, "not found\n"),
@@ -234,38 +235,37 @@ fn list_calls(app: &App, uri: &http::Uri) -> Response<Body> {
         },
     };
     let before = h::query_param(uri, "before").filter(|b| !b.is_empty());
-    match app.store.list(limit, before.as_deref()) {
+    match app.calls.store().list(limit, before.as_deref()) {
         Ok(calls) => {
             let next_before = if calls.len() == limit { calls.last().map(|c| c.call_sid.clone()) } else { None };
             h::json(StatusCode::OK, &serde_json::json!({ "calls": calls, "next_before": next_before }))
         }
-        Err(e) => store_error(e),
+        Err(e) => h::call_log_unavailable("admin API", &e),
     }
 }
 
 fn get_call(app: &App, sid: &str) -> Response<Body> {
-    match app.store.get(sid) {
+    match app.calls.store().get(sid) {
         Ok(Some(call)) => h::json(StatusCode::OK, &call),
         Ok(None) => h::text(StatusCode::NOT_FOUND, "no such call\n"),
-        Err(e) => store_error(e),
+        Err(e) => h::call_log_unavailable("admin API", &e),
     }
 }
 
 fn health(app: &App) -> Response<Body> {
-    let size = app.store.size_on_disk().ok();
-    let store_error = app.store.fault();
+    let size = app.calls.store().size_on_disk().ok();
+    let store_error = app.calls.store().fault();
     // Degraded: the call log refuses writes or lost something at start, or the certificate
     // Twilio is shown has expired.
-    let degraded = app.store_failed.load(std::sync::atomic::Ordering::Relaxed)
-        || store_error.is_some()
-        || app.tls.status().borrow().expired(jiff::Timestamp::now());
+    let degraded =
+        app.calls.write_failed() || store_error.is_some() || app.tls.status().borrow().expired(jiff::Timestamp::now());
     h::json(
         StatusCode::OK,
         &serde_json::json!({
             "status": if degraded { "degraded" } else { "ok" },
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_secs": app.started.elapsed().as_secs(),
-            "calls": app.store.count(),
+            "calls": app.calls.store().count(),
             "store_bytes": size,
             "store_error": store_error,
             "public_url": app.config.public_url.origin(),
@@ -285,9 +285,4 @@ async fn indicators_ack(app: &App, method: &Method) -> Response<Body> {
     let n = app.indicators.acknowledge();
     let snapshot = app.indicators.wait_acknowledged(n, std::time::Duration::from_secs(2)).await;
     h::json(StatusCode::OK, &snapshot)
-}
-
-fn store_error(e: crate::calls::StoreError) -> Response<Body> {
-    log::error!("admin API: call log read failed: {e}");
-    h::text(StatusCode::SERVICE_UNAVAILABLE, "call log unavailable\n")
 }

@@ -3,15 +3,14 @@
 
 pub mod admin;
 mod admission;
-pub mod http;
 pub mod public;
+mod upgrade;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -23,12 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::calls::{Applied, Bus, BusMessage, CallEvent, Recorded, Store, StoreError};
-use crate::config::Config;
-use crate::dashboard::auth::Sessions;
-use crate::metrics::Metrics;
-use crate::tls::Tls;
-use crate::twilio::signature::Validator;
+use crate::app::App;
 
 /// How long in-flight requests get to finish after shutdown begins.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,96 +32,10 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const ADMIN_MAX_CONNECTIONS: usize = 64;
 /// Largest request head (request line + headers) accepted.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
-/// How often old calls are pruned.
-const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
-
-/// Shared state of a running box.
-#[derive(Debug)]
-pub struct App {
-    /// The validated configuration.
-    pub config: Config,
-    /// The call log.
-    pub store: Store,
-    /// Call changes, for indicators and the dashboard.
-    pub bus: Bus,
-    /// Twilio signature checks.
-    pub validator: Validator,
-    /// Set while the last store write failed; health reports it.
-    pub store_failed: AtomicBool,
-    /// When the box started.
-    pub started: Instant,
-    /// Cancelled when the box shuts down; long-lived sessions (WebSockets) watch it.
-    pub shutdown: CancellationToken,
-    /// Counters and histograms for `/metrics`.
-    pub metrics: Metrics,
-    /// Logged-in dashboard sessions.
-    pub sessions: Sessions,
-    /// TLS of the public listener and the certificate state.
-    pub tls: Tls,
-    /// Media-stream sessions and their shared greeting.
-    pub media: crate::media::Media,
-    /// LEDs and ring tone: fault reports, acknowledgements, current state.
-    pub indicators: crate::indicators::Indicators,
-}
 
 /// The client address of a connection, attached to each of its requests.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
-
-impl App {
-    /// Builds the shared state around an open store.
-    pub fn new(config: Config, store: Store) -> Self {
-        let validator = Validator::new(config.twilio.auth_token.expose(), config.public_url.clone());
-        let serves_tls = config.tls.mode != crate::config::TlsMode::Off;
-        Self {
-            config,
-            store,
-            bus: Bus::new(),
-            validator,
-            store_failed: AtomicBool::new(false),
-            started: Instant::now(),
-            shutdown: CancellationToken::new(),
-            metrics: Metrics::new(serves_tls),
-            sessions: Sessions::default(),
-            tls: Tls::off(),
-            media: crate::media::Media::new(),
-            indicators: crate::indicators::Indicators::new(),
-        }
-    }
-
-    /// Serves the public listener with `tls` (from [`Tls::start`]) instead of plain HTTP.
-    pub fn with_tls(mut self, tls: Tls) -> Self {
-        self.tls = tls;
-        self
-    }
-
-    /// The one way events enter the call log: stored durably, then announced on the bus
-    /// (a retried event is not announced twice). Logs the outcome with the call's fields.
-    pub async fn record_event(&self, event: CallEvent) -> Result<Recorded, StoreError> {
-        let status = event.status.as_ref().map(|s| s.as_str().to_owned()).unwrap_or_else(|| "-".into());
-        let sid = event.call_sid.clone();
-        match self.store.record(event.clone()).await {
-            Ok(recorded) => {
-                self.store_failed.store(false, Ordering::Relaxed);
-                if recorded.applied == Applied::Duplicate {
-                    log::info!(call_sid = sid.as_str(), call_status = status.as_str(); "duplicate {:?} event for {sid} ignored", event.source);
-                } else {
-                    log::info!(
-                        call_sid = sid.as_str(), call_status = status.as_str(), call_from = event.from.as_deref().unwrap_or("");
-                        "call {sid} {:?}: {status} (now {})", event.source, recorded.record.status
-                    );
-                    self.bus.publish(BusMessage { event, record: recorded.record.clone() });
-                }
-                Ok(recorded)
-            }
-            Err(e) => {
-                self.store_failed.store(true, Ordering::Relaxed);
-                log::error!(call_sid = sid.as_str(); "could not store event for {sid}: {e}");
-                Err(e)
-            }
-        }
-    }
-}
 
 /// A bound, ready-to-run box: both listeners and the shared state.
 pub struct Server {
@@ -152,20 +60,21 @@ impl Server {
         self.admin.local_addr()
     }
 
-    /// The shared state.
+    /// The box's parts.
     pub fn app(&self) -> Arc<App> {
         self.app.clone()
     }
 
-    /// Serves until `shutdown` is cancelled, then stops accepting, lets in-flight requests
-    /// finish (up to [`DRAIN_TIMEOUT`]) and flushes the call log.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Serves until the app's shutdown token is cancelled, then stops accepting, lets
+    /// in-flight requests finish (up to [`DRAIN_TIMEOUT`]) and closes the parts.
+    pub async fn run(self) {
         let Self { app, public, admin } = self;
+        let shutdown = app.shutdown.clone();
         let tracker = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(app.config.server.max_connections));
         let per_address = app.config.server.max_connections_per_address;
         let header_timeout = app.config.server.header_timeout();
-        crate::media::recover_recordings(&app).await;
+        app.start_tasks(&tracker).await;
 
         let public_app = app.clone();
         let public_tls = app.tls.acceptor().map(|a| (a, app.tls.handshake_timeout()));
@@ -180,24 +89,15 @@ impl Server {
             move |req| public::handle(public_app.clone(), req),
         ));
         tracker.spawn(admin_accept_loop(app.clone(), admin, header_timeout, shutdown.clone(), tracker.clone()));
-        tracker.spawn(prune_loop(app.clone(), shutdown.clone()));
-        tracker.spawn(crate::dashboard::live::run(app.clone()));
-        tracker.spawn(report_certificate(app.clone()));
-        tracker.spawn(crate::indicators::run(app.clone(), shutdown.clone()));
 
         shutdown.cancelled().await;
         log::info!("shutting down: finishing in-flight requests");
-        app.shutdown.cancel();
         tracker.close();
         if tokio::time::timeout(DRAIN_TIMEOUT, async { tokio::join!(tracker.wait(), app.tls.stopped()) }).await.is_err()
         {
             log::warn!("shutdown: some connections did not finish within {DRAIN_TIMEOUT:?}; closing them");
         }
-        app.media.drain().await;
-        match app.store.close() {
-            Ok(()) => log::info!("call log flushed; stopped"),
-            Err(e) => log::error!("final call log flush failed: {e}"),
-        }
+        app.close().await;
     }
 }
 
@@ -213,7 +113,7 @@ async fn accept_loop<F, Fut>(
     handler: F,
 ) where
     F: Fn(hyper::Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = hyper::Response<http::Body>> + Send + 'static,
+    Fut: Future<Output = hyper::Response<crate::web::Body>> + Send + 'static,
 {
     let mut listener = crate::net::CappedListener::new(name, listener, limit, per_address);
     while let Some((slot, stream, peer)) = listener.accept(&shutdown).await {
@@ -320,7 +220,7 @@ async fn serve_http<I, F, Fut>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     F: Fn(hyper::Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = hyper::Response<http::Body>> + Send + 'static,
+    Fut: Future<Output = hyper::Response<crate::web::Body>> + Send + 'static,
 {
     let service = service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(PeerAddr(peer));
@@ -344,59 +244,5 @@ async fn serve_http<I, F, Fut>(
     };
     if let Err(e) = result {
         log::debug!("{name} connection from {peer}: {e}");
-    }
-}
-
-/// Feeds the certificate state from the TLS side to the indicators (the `fault` LED) and
-/// the metrics, whenever it changes.
-async fn report_certificate(app: Arc<App>) {
-    use crate::indicators::{CertStatus, FaultSource};
-    let mut status = app.tls.status();
-    loop {
-        {
-            let s = status.borrow_and_update();
-            if s.mode == "off" {
-                app.indicators.set_certificate(None);
-                app.indicators.set_fault(FaultSource::Certificate, None);
-            } else {
-                let cert = match &s.certificate {
-                    Some(c) => CertStatus::Valid { not_after: c.not_after },
-                    None => CertStatus::Missing,
-                };
-                app.indicators.set_certificate(Some(cert));
-                // The TLS side's own rule adds what the indicators cannot see: ACME failing
-                // again and again, or certificate files that no longer load.
-                let reason = s
-                    .fault(jiff::Timestamp::now())
-                    .then(|| s.last_error.clone().unwrap_or_else(|| "no valid certificate".to_owned()));
-                app.indicators.set_fault(FaultSource::Certificate, reason);
-            }
-        }
-        tokio::select! {
-            changed = status.changed() => if changed.is_err() { return },
-            () = app.shutdown.cancelled() => return,
-        }
-    }
-}
-
-async fn prune_loop(app: Arc<App>, shutdown: CancellationToken) {
-    let storage = &app.config.storage;
-    loop {
-        let cutoff = (storage.retention_days > 0)
-            .then(|| {
-                jiff::Timestamp::now()
-                    .checked_sub(jiff::SignedDuration::from_hours(24 * i64::from(storage.retention_days)))
-                    .ok()
-            })
-            .flatten();
-        match app.store.prune(cutoff, storage.max_calls).await {
-            Ok(0) => {}
-            Ok(n) => log::info!("pruned {n} old calls from the call log"),
-            Err(e) => log::warn!("pruning the call log failed: {e}"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(PRUNE_INTERVAL) => {}
-            () = shutdown.cancelled() => return,
-        }
     }
 }

@@ -7,10 +7,10 @@ use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use jiff::Timestamp;
 
-use super::App;
-use super::http::{self as h, Body};
+use crate::app::App;
 use crate::calls::CallEvent;
 use crate::twilio::{form, twiml, webhook};
+use crate::web::{self as h, Body};
 
 /// Paths of the Twilio-facing routes.
 pub mod paths {
@@ -44,7 +44,7 @@ pub(super) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Bo
         paths::INCOMING_CALL | paths::INCOMING_CALL_ALIAS => Webhook::IncomingCall,
         paths::CALL_STATUS | paths::CALL_STATUS_ALIAS => Webhook::CallStatus,
         paths::STREAM_STATUS => Webhook::StreamStatus,
-        paths::MEDIA_STREAM => return crate::media::handle(app, req).await,
+        paths::MEDIA_STREAM => return super::upgrade::media_stream(&app, req).await,
         _ => return h::text(StatusCode::NOT_FOUND, "not found\n"),
     };
     if req.method() != Method::POST {
@@ -71,8 +71,7 @@ fn health(app: &App, method: &Method) -> Response<Body> {
         return h::text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
     }
     // An expired certificate is an outage too: Twilio's handshakes fail.
-    let ok = !app.store_failed.load(std::sync::atomic::Ordering::Relaxed)
-        && !app.tls.status().borrow().expired(jiff::Timestamp::now());
+    let ok = !app.calls.write_failed() && !app.tls.status().borrow().expired(jiff::Timestamp::now());
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     h::json(status, &serde_json::json!({ "status": if ok { "ok" } else { "degraded" } }))
 }
@@ -138,17 +137,13 @@ async fn webhook_request(app: &App, webhook: Webhook, req: Request<Incoming>) ->
 
 /// Stores the event durably (then announces it); on failure, the 503 to answer Twilio with.
 async fn record(app: &App, event: CallEvent) -> Result<(), Response<Body>> {
-    match app.record_event(event).await {
+    let sid = event.call_sid.clone();
+    match app.calls.record(event).await {
         Ok(_) => Ok(()),
-        Err(_) => {
-            let mut r = h::text(StatusCode::SERVICE_UNAVAILABLE, "call log unavailable\n");
-            r.headers_mut().insert(header::RETRY_AFTER, http::HeaderValue::from_static("5"));
-            Err(r)
-        }
+        Err(e) => Err(h::call_log_unavailable(&format!("could not store event for {sid}"), &e)),
     }
 }
 
-/// The TwiML that connects the call's media stream to this box.
 fn answer_call(app: &App, fields: &[(String, String)]) -> String {
     let stream_url = format!("{}{}", app.config.public_url.wss_origin(), paths::MEDIA_STREAM);
     let status_callback = format!("{}{}", app.config.public_url.origin(), paths::STREAM_STATUS);

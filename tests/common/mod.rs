@@ -18,9 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 pub mod twilio_ws;
 
+use callbox::app::App;
 use callbox::calls::Store;
 use callbox::config::{Config, PublicUrl, Secret};
-use callbox::server::{App, Server};
+use callbox::server::Server;
 use callbox::twilio::signature;
 
 /// The dev-style auth token every test server uses.
@@ -80,10 +81,11 @@ impl TestServer {
         config.indicators.speaker = callbox::config::SpeakerBackendChoice::Sim;
         tweak(&mut config);
         let store = Store::open(dir.path()).unwrap();
-        let server = Server::new(App::new(config, store), public_listener, admin_listener);
-        let app = server.app();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(server.run(shutdown.clone()));
+        let app = App::new(config, store, callbox::tls::Tls::off(), shutdown.clone());
+        let server = Server::new(app, public_listener, admin_listener);
+        let app = server.app();
+        let task = tokio::spawn(server.run());
         Self { public, admin, app, dir, shutdown, task: Some(task) }
     }
 
@@ -105,9 +107,9 @@ impl TestServer {
         let shutdown = CancellationToken::new();
         let tls = callbox::tls::Tls::start(&config, shutdown.clone(), None).await?;
         let store = Store::open(dir.path()).unwrap();
-        let server = Server::new(App::new(config, store).with_tls(tls), public_listener, admin_listener);
+        let server = Server::new(App::new(config, store, tls, shutdown.clone()), public_listener, admin_listener);
         let app = server.app();
-        let task = tokio::spawn(server.run(shutdown.clone()));
+        let task = tokio::spawn(server.run());
         Ok(Self { public, admin, app, dir, shutdown, task: Some(task) })
     }
 
@@ -620,14 +622,14 @@ impl TestServer {
     /// Waits (bounded) until the call's media stream has an outcome, and returns the record.
     pub async fn wait_stream_outcome(&self, call_sid: &str) -> callbox::calls::CallRecord {
         for _ in 0..500 {
-            if let Some(r) = self.app.store.get(call_sid).unwrap()
+            if let Some(r) = self.app.calls.store().get(call_sid).unwrap()
                 && r.stream.as_ref().is_some_and(|s| s.outcome.is_some())
             {
                 return r;
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        panic!("call {call_sid} never got a stream outcome: {:?}", self.app.store.get(call_sid).unwrap());
+        panic!("call {call_sid} never got a stream outcome: {:?}", self.app.calls.store().get(call_sid).unwrap());
     }
 }
 

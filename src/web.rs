@@ -1,4 +1,5 @@
-//! Small HTTP helpers shared by both listeners: response builders and bounded body reading.
+//! Small HTTP helpers shared by everything that answers HTTP (both listeners, the dashboard,
+//! the media-stream upgrade): response builders and bounded body reading.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -76,6 +77,15 @@ pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body
 /// A TwiML document.
 pub fn twiml(doc: String) -> Response<Body> {
     with_type(StatusCode::OK, "text/xml; charset=utf-8", Bytes::from(doc))
+}
+
+/// The answer while the call log cannot be read or written (logged with `context`): the
+/// client (Twilio, the dashboard) may retry shortly; nothing was acknowledged.
+pub fn call_log_unavailable(context: &str, error: &dyn std::fmt::Display) -> Response<Body> {
+    log::error!("{context}: call log unavailable: {error}");
+    let mut r = text(StatusCode::SERVICE_UNAVAILABLE, "call log unavailable\n");
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
 }
 
 /// A response with no body.
