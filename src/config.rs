@@ -404,6 +404,13 @@ pub enum TlsMode {
     Acme,
 }
 
+impl TlsMode {
+    /// True for plain HTTP: no certificate to serve, so none can be missing or expire.
+    pub fn is_off(self) -> bool {
+        self == Self::Off
+    }
+}
+
 /// `[log]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -355,7 +355,7 @@ async fn report_certificate(app: Arc<App>) {
     loop {
         {
             let s = status.borrow_and_update();
-            if s.mode == "off" {
+            if s.mode.is_off() {
                 app.indicators.set_certificate(None);
                 app.indicators.set_fault(FaultSource::Certificate, None);
             } else {

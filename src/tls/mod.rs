@@ -126,7 +126,7 @@ impl fmt::Debug for Tls {
 impl Tls {
     /// Plain HTTP (`tls.mode = "off"`).
     pub fn off() -> Self {
-        let (_, rx) = watch::channel(TlsStatus { mode: "off", ..TlsStatus::default() });
+        let (_, rx) = watch::channel(TlsStatus { mode: TlsMode::Off, ..TlsStatus::default() });
         Self { acceptor: None, handshake_timeout: Duration::from_secs(10), status: rx, tracker: TaskTracker::new() }
     }
 
@@ -144,12 +144,10 @@ impl Tls {
         http_listener: Option<tokio::net::TcpListener>,
     ) -> Result<Self, TlsError> {
         let tls = &config.tls;
-        let mode = match tls.mode {
-            TlsMode::Off => return Ok(Self::off()),
-            TlsMode::Files => "files",
-            TlsMode::Acme => "acme",
-        };
-        let (tx, rx) = watch::channel(TlsStatus { mode, ..TlsStatus::default() });
+        if tls.mode.is_off() {
+            return Ok(Self::off());
+        }
+        let (tx, rx) = watch::channel(TlsStatus { mode: tls.mode, ..TlsStatus::default() });
         let resolver = Arc::new(resolver::CertResolver::default());
         let tracker = TaskTracker::new();
         let mut alpn = vec![b"http/1.1".to_vec()];
