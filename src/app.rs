@@ -57,7 +57,7 @@ impl App {
     pub fn new(config: Config, store: Store, tls: Tls, shutdown: CancellationToken) -> Self {
         let calls = CallLog::new(store);
         let validator = Validator::new(config.twilio.auth_token.expose(), config.public_url.clone());
-        let metrics = Arc::new(Metrics::new(config.tls.mode != crate::config::TlsMode::Off));
+        let metrics = Arc::new(Metrics::new(!config.tls.mode.is_off()));
         let media = Media::new(MediaContext {
             calls: calls.clone(),
             config: config.media.clone(),
@@ -116,7 +116,7 @@ async fn report_certificate(app: Arc<App>) {
     loop {
         {
             let s = status.borrow_and_update();
-            if s.mode == "off" {
+            if s.mode.is_off() {
                 app.indicators.set_certificate(None);
                 app.indicators.set_fault(FaultSource::Certificate, None);
             } else {

@@ -126,7 +126,7 @@ impl fmt::Debug for Tls {
 impl Tls {
     /// Plain HTTP (`tls.mode = "off"`).
     pub fn off() -> Self {
-        let (_, rx) = watch::channel(TlsStatus { mode: "off", ..TlsStatus::default() });
+        let (_, rx) = watch::channel(TlsStatus { mode: TlsMode::Off, ..TlsStatus::default() });
         Self { acceptor: None, handshake_timeout: Duration::from_secs(10), status: rx, tracker: TaskTracker::new() }
     }
 
@@ -144,80 +144,25 @@ impl Tls {
         http_listener: Option<tokio::net::TcpListener>,
     ) -> Result<Self, TlsError> {
         let tls = &config.tls;
-        let mode = match tls.mode {
-            TlsMode::Off => return Ok(Self::off()),
-            TlsMode::Files => "files",
-            TlsMode::Acme => "acme",
-        };
-        let (tx, rx) = watch::channel(TlsStatus { mode, ..TlsStatus::default() });
+        if tls.mode.is_off() {
+            return Ok(Self::off());
+        }
+        let (tx, rx) = watch::channel(TlsStatus { mode: tls.mode, ..TlsStatus::default() });
         let resolver = Arc::new(resolver::CertResolver::default());
         let tracker = TaskTracker::new();
         let mut alpn = vec![b"http/1.1".to_vec()];
         match tls.mode {
             TlsMode::Off => {}
-            TlsMode::Files => {
-                let (Some(cert), Some(key)) = (tls.cert_file.clone(), tls.key_file.clone()) else {
-                    return Err(TlsError::Internal("tls.cert_file and tls.key_file must be set".into()));
-                };
-                let watcher = files::FileWatcher {
-                    cert,
-                    key,
-                    interval: Duration::from_secs(tls.reload_interval_secs),
-                    resolver: resolver.clone(),
-                    status: tx,
-                    hangup: files::hangup_signal(),
-                };
-                watcher.initial()?;
-                tracker.spawn(watcher.run(shutdown.clone()));
-            }
+            TlsMode::Files => start_files(tls, &resolver, tx, &tracker, &shutdown)?,
             TlsMode::Acme => {
-                let settings = acme::AcmeSettings::from_config(config)?;
-                let dir = storage::TlsDir::open(&config.storage.dir)?;
                 if tls.acme.challenge == AcmeChallenge::TlsAlpn01 {
                     alpn.push(ACME_TLS_ALPN.to_vec());
                 }
-                let http_listener = match (http_listener, tls.acme.challenge) {
-                    (Some(l), _) => Some(l),
-                    (None, AcmeChallenge::Http01) => {
-                        let addr = tls.acme.http_listen;
-                        Some(
-                            tokio::net::TcpListener::bind(addr)
-                                .await
-                                .map_err(|source| TlsError::Bind { addr, source })?,
-                        )
-                    }
-                    (None, AcmeChallenge::TlsAlpn01) => None,
-                };
-                let http01 = match http_listener {
-                    Some(listener) => {
-                        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-                        log::info!("tls: port-80 listener on {addr} (HTTP-01 challenges, redirects to https)");
-                        let tokens = Arc::new(http01::Http01Tokens::default());
-                        tracker.spawn(http01::serve(
-                            listener,
-                            tokens.clone(),
-                            config.public_url.origin(),
-                            shutdown.clone(),
-                            tracker.clone(),
-                        ));
-                        Some(tokens)
-                    }
-                    None => None,
-                };
-                let manager = acme::AcmeManager::new(settings, dir, resolver.clone(), http01, tx)
-                    .with_hangup(files::hangup_signal());
-                tracker.spawn(manager.run(shutdown.clone()));
+                start_acme(config, &resolver, tx, &tracker, &shutdown, http_listener).await?;
             }
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut server_config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Internal(e.to_string()))?
-            .with_no_client_auth()
-            .with_cert_resolver(resolver);
-        server_config.alpn_protocols = alpn;
         Ok(Self {
-            acceptor: Some(TlsAcceptor::from(Arc::new(server_config))),
+            acceptor: Some(acceptor(resolver, alpn)?),
             handshake_timeout: Duration::from_secs(tls.handshake_timeout_secs),
             status: rx,
             tracker,
@@ -244,4 +189,103 @@ impl Tls {
         self.tracker.close();
         self.tracker.wait().await;
     }
+}
+
+/// `files` mode: loads the PEM files now (failing start-up when they are unusable) and
+/// watches them for changes.
+fn start_files(
+    tls: &crate::config::TlsConfig,
+    resolver: &Arc<resolver::CertResolver>,
+    status: watch::Sender<TlsStatus>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Result<(), TlsError> {
+    let (Some(cert), Some(key)) = (tls.cert_file.clone(), tls.key_file.clone()) else {
+        return Err(TlsError::Internal("tls.cert_file and tls.key_file must be set".into()));
+    };
+    let watcher = files::FileWatcher {
+        cert,
+        key,
+        interval: Duration::from_secs(tls.reload_interval_secs),
+        resolver: resolver.clone(),
+        status,
+        hangup: files::hangup_signal(),
+    };
+    watcher.initial()?;
+    tracker.spawn(watcher.run(shutdown.clone()));
+    Ok(())
+}
+
+/// `acme` mode: opens the certificate store, starts the port-80 listener when there is one
+/// and the order-and-renew schedule.
+async fn start_acme(
+    config: &Config,
+    resolver: &Arc<resolver::CertResolver>,
+    status: watch::Sender<TlsStatus>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+    http_listener: Option<tokio::net::TcpListener>,
+) -> Result<(), TlsError> {
+    let settings = acme::AcmeSettings::from_config(config)?;
+    let dir = storage::TlsDir::open(&config.storage.dir)?;
+    let http01 = match port_80_listener(&config.tls.acme, http_listener).await? {
+        Some(listener) => Some(serve_port_80(listener, config, tracker, shutdown)),
+        None => None,
+    };
+    let manager =
+        acme::AcmeManager::new(settings, dir, resolver.clone(), http01, status).with_hangup(files::hangup_signal());
+    tracker.spawn(manager.run(shutdown.clone()));
+    Ok(())
+}
+
+/// The socket systemd handed over, else `tls.acme.http_listen` bound here when HTTP-01
+/// needs it; with TLS-ALPN-01 and no handed-over socket there is no port-80 listener.
+async fn port_80_listener(
+    acme: &crate::config::AcmeConfig,
+    handed_over: Option<tokio::net::TcpListener>,
+) -> Result<Option<tokio::net::TcpListener>, TlsError> {
+    match (handed_over, acme.challenge) {
+        (Some(l), _) => Ok(Some(l)),
+        (None, AcmeChallenge::Http01) => {
+            let addr = acme.http_listen;
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.map_err(|source| TlsError::Bind { addr, source })?;
+            Ok(Some(listener))
+        }
+        (None, AcmeChallenge::TlsAlpn01) => Ok(None),
+    }
+}
+
+/// Serves HTTP-01 challenges and redirects to https on `listener`; the tokens returned are
+/// where the ACME side puts the challenges it is answering.
+fn serve_port_80(
+    listener: tokio::net::TcpListener,
+    config: &Config,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Arc<http01::Http01Tokens> {
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    log::info!("tls: port-80 listener on {addr} (HTTP-01 challenges, redirects to https)");
+    let tokens = Arc::new(http01::Http01Tokens::default());
+    tracker.spawn(http01::serve(
+        listener,
+        tokens.clone(),
+        config.public_url.origin(),
+        shutdown.clone(),
+        tracker.clone(),
+    ));
+    tokens
+}
+
+/// The acceptor of the public listener. Its configuration never changes: the resolver
+/// inside swaps the certificate.
+fn acceptor(resolver: Arc<resolver::CertResolver>, alpn: Vec<Vec<u8>>) -> Result<TlsAcceptor, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server_config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Internal(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    server_config.alpn_protocols = alpn;
+    Ok(TlsAcceptor::from(Arc::new(server_config)))
 }

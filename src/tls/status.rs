@@ -6,6 +6,8 @@ use jiff::Timestamp;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::config::TlsMode;
+
 /// Receiving end of the certificate state; cheap to clone, `changed()` wakes on every update.
 pub type TlsStatusRx = watch::Receiver<TlsStatus>;
 
@@ -13,8 +15,9 @@ pub type TlsStatusRx = watch::Receiver<TlsStatus>;
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct TlsStatus {
-    /// `off`, `files` or `acme`.
-    pub mode: &'static str,
+    /// The configured mode; serialises as `"off"`, `"files"` or `"acme"`, which the admin
+    /// health JSON and the dashboard show.
+    pub mode: TlsMode,
     /// The certificate served to new connections, if any.
     pub certificate: Option<CertSummary>,
     /// When the box last tried to get (ACME) or load (files) a certificate.
@@ -59,9 +62,9 @@ impl TlsStatus {
             return true;
         }
         let failing = match self.mode {
-            "files" => self.last_error.is_some(),
-            "acme" => self.failures >= FAULT_AFTER_FAILURES,
-            _ => return false,
+            TlsMode::Files => self.last_error.is_some(),
+            TlsMode::Acme => self.failures >= FAULT_AFTER_FAILURES,
+            TlsMode::Off => return false,
         };
         match &self.certificate {
             None => true,
@@ -74,7 +77,7 @@ impl TlsStatus {
     /// True while the certificate served has expired: every client, Twilio included, refuses
     /// the handshake, so the box is not doing its job even though it runs.
     pub fn expired(&self, now: Timestamp) -> bool {
-        self.mode != "off" && self.certificate.as_ref().is_some_and(|c| c.not_after <= now)
+        !self.mode.is_off() && self.certificate.as_ref().is_some_and(|c| c.not_after <= now)
     }
 }
 
@@ -91,16 +94,16 @@ mod tests {
             not_before: now - jiff::SignedDuration::from_hours(1),
             not_after: now + jiff::SignedDuration::from_hours(24 * 30),
         };
-        let ok = TlsStatus { mode: "acme", certificate: Some(cert.clone()), ..TlsStatus::default() };
+        let ok = TlsStatus { mode: TlsMode::Acme, certificate: Some(cert.clone()), ..TlsStatus::default() };
         assert!(!ok.fault(now));
-        assert!(!TlsStatus { mode: "off", ..TlsStatus::default() }.fault(now));
-        assert!(TlsStatus { mode: "acme", ..TlsStatus::default() }.fault(now), "no certificate yet");
+        assert!(!TlsStatus { mode: TlsMode::Off, ..TlsStatus::default() }.fault(now));
+        assert!(TlsStatus { mode: TlsMode::Acme, ..TlsStatus::default() }.fault(now), "no certificate yet");
         let once = TlsStatus { failures: 1, last_error: Some("x".into()), ..ok.clone() };
         assert!(!once.fault(now), "a single failure is retried, not a fault");
         assert!(TlsStatus { failures: FAULT_AFTER_FAILURES, ..once.clone() }.fault(now));
         assert!(ok.fault(cert.not_after), "expired");
         let files = TlsStatus {
-            mode: "files",
+            mode: TlsMode::Files,
             certificate: Some(cert),
             last_error: Some("bad".into()),
             ..TlsStatus::default()
