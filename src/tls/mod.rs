@@ -228,10 +228,9 @@ async fn start_acme(
 ) -> Result<(), TlsError> {
     let settings = acme::AcmeSettings::from_config(config)?;
     let dir = storage::TlsDir::open(&config.storage.dir)?;
-    let http01 = match port_80_listener(&config.tls.acme, http_listener).await? {
-        Some(listener) => Some(serve_port_80(listener, config, tracker, shutdown)),
-        None => None,
-    };
+    let http01 = port_80_listener(&config.tls.acme, http_listener)
+        .await?
+        .map(|listener| serve_port_80(listener, config, tracker, shutdown));
     let manager =
         acme::AcmeManager::new(settings, dir, resolver.clone(), http01, status).with_hangup(files::hangup_signal());
     tracker.spawn(manager.run(shutdown.clone()));
