@@ -125,7 +125,7 @@ impl Media {
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config())).await;
-        session::run(&self.0, ws).await;
+        crate::logging::scope(session::run(&self.0, ws)).await;
     }
 
     /// Stops accepting new sessions and waits (bounded) for the running ones to finish.

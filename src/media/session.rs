@@ -303,7 +303,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             ..StreamInfo::default()
         };
         self.call_sid = Some(call_sid.clone());
-        log::info!(call_sid = call_sid.as_str(); "media stream {} of call {call_sid} started ({} flow)", start.stream_sid, self.flow.as_str());
+        crate::logging::set_call(&call_sid, &start.stream_sid);
+        log::info!("media stream {} of call {call_sid} started ({} flow)", start.stream_sid, self.flow.as_str());
         self.event(MediaEvent::Started, BTreeMap::new()).await;
         self.save().await;
         match self.flow {
@@ -365,7 +366,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             .map_err(|e| End::Failed(format!("not recording: {e}")))?;
         let recording = Recording::create(&self.media.storage_dir, &call_sid, &self.info.stream_sid)
             .map_err(|e| End::Failed(format!("cannot create the recording: {e}")))?;
-        log::info!(call_sid = call_sid.as_str(); "call {call_sid}: recording to {}", recording.relative_path());
+        log::info!("call {call_sid}: recording to {}", recording.relative_path());
         self.phase = Phase::Recording(recording);
         self.event(MediaEvent::Answered, BTreeMap::new()).await;
         Ok(())
@@ -440,8 +441,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     }
 
     async fn fail_over(&mut self, why: String) -> Result<(), End> {
-        let call_sid = self.call_sid.clone().unwrap_or_default();
-        log::warn!(call_sid = call_sid.as_str(); "media stream {}: relay failed over to voicemail: {why}", self.sid());
+        log::warn!("media stream {}: relay failed over to voicemail: {why}", self.sid());
         if let Phase::Relay(mut upstream) = std::mem::replace(&mut self.phase, Phase::Done) {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, WebSocketStream::close(&mut upstream, None)).await;
             // Whatever the agent queued must not play over the greeting.
@@ -459,8 +459,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     /// The agent closed cleanly: it ended the call. Its last words may still be queued at
     /// Twilio, so the stream ends once a mark after them comes back (or after a while).
     async fn agent_ended(&mut self, reason: &str) -> Result<(), End> {
-        let call_sid = self.call_sid.clone().unwrap_or_default();
-        log::info!(call_sid = call_sid.as_str(); "media stream {}: the agent ended the call ({reason:?})", self.sid());
+        log::info!("media stream {}: the agent ended the call ({reason:?})", self.sid());
         if let Phase::Relay(mut upstream) = std::mem::replace(&mut self.phase, Phase::Done) {
             // Completes the agent's close handshake.
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, WebSocketStream::close(&mut upstream, None)).await;
@@ -608,7 +607,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         let Some(call_sid) = &self.call_sid else { return };
         let info = self.info.clone();
         if let Err(e) = self.media.calls.update(call_sid, move |r| r.stream = Some(info)).await {
-            log::error!(call_sid = call_sid.as_str(); "cannot save media stream of call {call_sid}: {e}");
+            log::error!("cannot save media stream of call {call_sid}: {e}");
         }
     }
 

@@ -126,11 +126,17 @@ async fn webhook_request(app: &App, webhook: Webhook, req: Request<Incoming>) ->
             return h::text(StatusCode::BAD_REQUEST, "missing or invalid Twilio params\n");
         }
     };
+    let call_sid = event.call_sid.clone();
+    crate::logging::in_call(&call_sid, accept(app, webhook, &fields, event)).await
+}
+
+/// Records a checked webhook's event and answers Twilio.
+async fn accept(app: &App, webhook: Webhook, fields: &[(String, String)], event: CallEvent) -> Response<Body> {
     if let Err(resp) = record(app, event.clone()).await {
         return resp;
     }
     match webhook {
-        Webhook::IncomingCall => h::twiml(answer_call(app, &fields)),
+        Webhook::IncomingCall => h::twiml(answer_call(app, fields)),
         Webhook::CallStatus | Webhook::StreamStatus => h::empty(StatusCode::NO_CONTENT),
     }
 }
