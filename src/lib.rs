@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod net;
 pub mod server;
 pub mod simulate;
+pub mod sync;
 pub mod systemd;
 pub mod tls;
 pub mod twilio;

@@ -126,7 +126,7 @@ mod tests {
             }
             let mut fields = Collect(Vec::new());
             let _ = record.key_values().visit(&mut fields);
-            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(fields.0.join(" "));
+            crate::sync::lock(&self.0).push(fields.0.join(" "));
         }
         fn flush(&self) {}
     }
@@ -148,7 +148,7 @@ mod tests {
             log_one(&logger);
         })
         .await;
-        let lines = capture.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let lines = crate::sync::lock(&capture.0).clone();
         assert_eq!(
             lines,
             [

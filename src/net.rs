@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -57,7 +57,7 @@ impl AddressShareCell {
     /// Takes the share out: it is then freed when the returned value is dropped, no longer
     /// when the connection ends. `None` when it was already taken.
     pub fn take(&self) -> Option<AddressShare> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+        crate::sync::lock(&self.0).take()
     }
 }
 
@@ -152,7 +152,7 @@ impl PerAddress {
     fn take(self: &Arc<Self>, ip: IpAddr) -> Result<AddressShare, Refused> {
         let key = address_key(ip);
         // The map holds plain counters: a panic elsewhere cannot leave them inconsistent.
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut open = crate::sync::lock(&self.open);
         let entry = open.entry(key).or_default();
         if entry.count >= self.max {
             let first = !entry.refusing;
@@ -173,7 +173,7 @@ pub struct AddressShare {
 
 impl Drop for AddressShare {
     fn drop(&mut self) {
-        let mut open = self.table.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut open = crate::sync::lock(&self.table.open);
         if let Some(entry) = open.get_mut(&self.key) {
             entry.count = entry.count.saturating_sub(1);
             entry.refusing = false;

@@ -342,7 +342,7 @@ impl Store {
     /// and its end position, read together so a rebuild cannot come between them.
     fn append(&self, entry: &Entry) -> (u64, u64) {
         let frame = journal::frame(entry);
-        let mut pending = lock(&self.inner.shared.pending);
+        let mut pending = crate::sync::lock(&self.inner.shared.pending);
         pending.buf.extend_from_slice(&frame);
         pending.frames += 1;
         pending.end += frame.len() as u64;
@@ -351,7 +351,7 @@ impl Store {
 
     /// The generation and journal position after everything appended so far.
     fn appended(&self) -> (u64, u64) {
-        let pending = lock(&self.inner.shared.pending);
+        let pending = crate::sync::lock(&self.inner.shared.pending);
         (pending.generation, pending.end)
     }
 
@@ -366,7 +366,7 @@ impl Store {
     async fn flush_to(&self, generation: u64, lsn: u64) -> Result<(), StoreError> {
         let (reply, done) = oneshot::channel();
         {
-            let tx = lock(&self.inner.flush_tx);
+            let tx = crate::sync::lock(&self.inner.flush_tx);
             let request = FlushRequest { generation, lsn, reply };
             tx.as_ref().ok_or(StoreError::Closed)?.send(request).map_err(|_| StoreError::Closed)?;
         }
@@ -378,11 +378,11 @@ impl Store {
     pub fn fault(&self) -> Option<String> {
         let shared = &self.inner.shared;
         if shared.broken.load(Ordering::Acquire)
-            && let Some(reason) = lock(&shared.fault).reason.clone()
+            && let Some(reason) = crate::sync::lock(&shared.fault).reason.clone()
         {
             return Some(reason);
         }
-        let damage = lock(&shared.damage);
+        let damage = crate::sync::lock(&shared.damage);
         (!damage.is_empty()).then(|| damage.join("; "))
     }
 
@@ -392,9 +392,9 @@ impl Store {
         if shared.broken.load(Ordering::Acquire) {
             self.recover_after_failure();
         }
-        let guard = shared.db.read().unwrap_or_else(|p| p.into_inner());
+        let guard = crate::sync::read(&shared.db);
         if guard.is_none() {
-            let why = lock(&shared.fault).reason.clone();
+            let why = crate::sync::lock(&shared.fault).reason.clone();
             return Err(StoreError::Unavailable(why.unwrap_or_else(|| "not open".into())));
         }
         Ok(DbGuard { guard })
@@ -510,8 +510,9 @@ impl Store {
         let journal_dir = shared.dir.join(JOURNAL_DIR);
         let io = |e: std::io::Error| StoreError::Flush(Arc::new(e));
         let snapshot_seq = {
-            let _all: Vec<MutexGuard<'_, ()>> = self.inner.stripes.iter().map(lock).collect();
-            let mut writer = lock(&shared.writer);
+            let _all: Vec<MutexGuard<'_, ()>> =
+                self.inner.stripes.iter().map(|stripe| crate::sync::lock(stripe)).collect();
+            let mut writer = crate::sync::lock(&shared.writer);
             sync_pending(shared, &mut writer)?;
             let Some(segment) = writer.segment.as_mut() else {
                 return Err(StoreError::Unavailable("the journal is not open".into()));
@@ -557,17 +558,17 @@ impl Store {
     /// the marker that lets the next start trust it. Later writes fail with
     /// [`StoreError::Closed`].
     pub fn close(&self) -> Result<(), StoreError> {
-        let tx = lock(&self.inner.flush_tx).take();
+        let tx = crate::sync::lock(&self.inner.flush_tx).take();
         drop(tx);
-        if let Some(handle) = lock(&self.inner.flusher).take() {
+        if let Some(handle) = crate::sync::lock(&self.inner.flusher).take() {
             let _ = handle.join();
         }
         let shared = &self.inner.shared;
-        let db = shared.db.read().unwrap_or_else(|p| p.into_inner());
+        let db = crate::sync::read(&shared.db);
         let Some(db) = db.as_ref() else {
             return Err(StoreError::Unavailable("the call log could not be reopened".into()));
         };
-        let mut writer = lock(&shared.writer);
+        let mut writer = crate::sync::lock(&shared.writer);
         sync_pending(shared, &mut writer)?;
         let Some(segment) = writer.segment.as_mut() else {
             return Err(StoreError::Unavailable("the journal is not open".into()));
@@ -585,7 +586,7 @@ impl Store {
     fn stripe(&self, call_sid: &str) -> MutexGuard<'_, ()> {
         let mut h = self.inner.hasher.build_hasher();
         h.write(call_sid.as_bytes());
-        lock(&self.inner.stripes[(h.finish() as usize) % STRIPES])
+        crate::sync::lock(&self.inner.stripes[(h.finish() as usize) % STRIPES])
     }
 
     /// After a failure: drops the failed index at once, then rebuilds it from the journal
@@ -594,15 +595,15 @@ impl Store {
         let shared = &self.inner.shared;
         let now = Instant::now();
         {
-            let fault = lock(&shared.fault);
+            let fault = crate::sync::lock(&shared.fault);
             if fault.retired && fault.next_reopen.is_some_and(|t| now < t) {
                 return; // nothing to do before the next attempt: spare the write lock
             }
         }
         // Lock order everywhere: index, writer, pending, fault.
-        let mut slot = shared.db.write().unwrap_or_else(|p| p.into_inner());
-        let mut writer = lock(&shared.writer);
-        let mut fault = lock(&shared.fault);
+        let mut slot = crate::sync::write(&shared.db);
+        let mut writer = crate::sync::lock(&shared.writer);
+        let mut fault = crate::sync::lock(&shared.fault);
         if !shared.broken.load(Ordering::Acquire) {
             return; // another caller rebuilt it meanwhile
         }
@@ -612,7 +613,7 @@ impl Store {
             // may hold changes whose journal write failed.
             drop(slot.take());
             writer.segment = None;
-            let mut pending = lock(&shared.pending);
+            let mut pending = crate::sync::lock(&shared.pending);
             pending.generation += 1;
             pending.buf.clear();
             pending.frames = 0;
@@ -632,11 +633,11 @@ impl Store {
             Ok(recovered) => {
                 *slot = Some(recovered.db);
                 writer.segment = Some(recovered.segment);
-                lock(&shared.pending).generation += 1;
+                crate::sync::lock(&shared.pending).generation += 1;
                 shared.broken.store(false, Ordering::Release);
                 fault.retired = false;
                 fault.reason = None;
-                lock(&shared.damage).extend(recovered.damage);
+                crate::sync::lock(&shared.damage).extend(recovered.damage);
                 log::info!("call log rebuilt in {}; writes are accepted again", shared.dir.display());
             }
             Err(e) => {
@@ -650,7 +651,7 @@ impl Store {
 impl Shared {
     /// Notes a failed write: the store must be rebuilt before it takes writes again.
     fn failed<E: Into<StoreError>>(&self, why: &str, e: E) -> StoreError {
-        let mut fault = lock(&self.fault);
+        let mut fault = crate::sync::lock(&self.fault);
         if !self.broken.swap(true, Ordering::AcqRel) {
             log::error!("call log write failed ({why}); writes are refused until it is rebuilt");
         }
@@ -662,12 +663,6 @@ impl Shared {
 /// The store at `path` could not be opened (or brought into agreement), and why.
 fn open_error(path: &Path, why: impl std::fmt::Display) -> StoreError {
     StoreError::Open { path: path.to_owned(), why: why.to_string() }
-}
-
-/// Locks a mutex, recovering it when a panicking holder poisoned it: every value behind these
-/// locks stays consistent between statements, so the data is still good.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Takes the data directory's lock file, waiting briefly for a process of ours that is just
@@ -1047,7 +1042,7 @@ fn get_in(db: &sled::Db, call_sid: &str) -> Result<Option<CallRecord>, StoreErro
 /// now durable. Called with the writer lock held.
 fn sync_pending(shared: &Shared, writer: &mut Writer) -> Result<u64, StoreError> {
     let (buf, frames, end) = {
-        let mut pending = lock(&shared.pending);
+        let mut pending = crate::sync::lock(&shared.pending);
         (std::mem::take(&mut pending.buf), std::mem::take(&mut pending.frames), pending.end)
     };
     if buf.is_empty() {
@@ -1088,12 +1083,12 @@ fn group_commit(shared: &Shared, rx: mpsc::Receiver<FlushRequest>) {
         let mut waiters = vec![first];
         waiters.extend(rx.try_iter());
         let (result, durable, generation) = {
-            let mut writer = lock(&shared.writer);
+            let mut writer = crate::sync::lock(&shared.writer);
             // Read under the writer's lock: a rebuild cannot slip between the write and the
             // generation.
-            let generation = lock(&shared.pending).generation;
+            let generation = crate::sync::lock(&shared.pending).generation;
             let result = if shared.broken.load(Ordering::Acquire) {
-                Err(FlushFailure::Unavailable(lock(&shared.fault).reason.clone().unwrap_or_default()))
+                Err(FlushFailure::Unavailable(crate::sync::lock(&shared.fault).reason.clone().unwrap_or_default()))
             } else {
                 sync_pending(shared, &mut writer).map(|_| ()).map_err(|e| match e {
                     StoreError::Flush(e) => FlushFailure::Io(e),
@@ -1160,7 +1155,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // A store dropped without `close` (a test, a CLI that only read) still writes what is
         // pending; the index is rebuilt from the journal at the next start.
-        let mut writer = lock(&self.shared.writer);
+        let mut writer = crate::sync::lock(&self.shared.writer);
         if writer.segment.is_some()
             && let Err(e) = sync_pending(&self.shared, &mut writer)
         {

@@ -79,7 +79,7 @@ impl Sessions {
     pub fn check_token(&self, ip: IpAddr, token: &str, admin_token: &str) -> TokenCheck {
         let key = crate::net::address_key(ip);
         let now = Instant::now();
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let mut failures = crate::sync::lock(&self.failures);
         if let Some((count, since)) = failures.get(&key)
             && *count >= MAX_FAILURES
             && now.duration_since(*since) < FAILURE_WINDOW
@@ -109,10 +109,10 @@ impl Sessions {
         // A person who typed the token right gets a fresh budget for the next typo. (A Bearer
         // success does not reset it: a script polling every few seconds would otherwise hand a
         // guesser on the same address a new budget with every poll.)
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&crate::net::address_key(ip));
+        crate::sync::lock(&self.failures).remove(&crate::net::address_key(ip));
         let now = Instant::now();
         let id = random_hex();
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sessions = crate::sync::lock(&self.sessions);
         sessions.retain(|_, s| now.duration_since(s.created) < SESSION_LIFETIME);
         if sessions.len() >= MAX_SESSIONS
             && let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.created).map(|(k, _)| k.clone())
@@ -125,14 +125,14 @@ impl Sessions {
 
     /// The session for a cookie value, if it is live.
     pub fn caller(&self, id: &str) -> Option<Caller> {
-        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let sessions = crate::sync::lock(&self.sessions);
         let s = sessions.get(id)?;
         (s.created.elapsed() < SESSION_LIFETIME).then(|| Caller::Session { id: id.to_owned(), csrf: s.csrf.clone() })
     }
 
     /// Ends a session.
     pub fn logout(&self, id: &str) {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        crate::sync::lock(&self.sessions).remove(id);
     }
 }
 

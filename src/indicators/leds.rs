@@ -3,7 +3,7 @@
 //! into pin levels over time.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -41,7 +41,7 @@ pub struct PinLog(Arc<Mutex<VecDeque<PinChange>>>);
 
 impl PinLog {
     fn push(&self, change: PinChange) {
-        let mut log = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut log = crate::sync::lock(&self.0);
         if log.len() == PIN_LOG_CAPACITY {
             log.pop_front();
         }
@@ -50,7 +50,7 @@ impl PinLog {
 
     /// Every recorded change, oldest first.
     pub fn changes(&self) -> Vec<PinChange> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).iter().copied().collect()
+        crate::sync::lock(&self.0).iter().copied().collect()
     }
 }
 

@@ -2,7 +2,7 @@
 //! `speaker` feature) and a simulated backend that is always there.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
 
@@ -75,7 +75,7 @@ pub struct ToneLog(Arc<Mutex<VecDeque<ToneChange>>>);
 
 impl ToneLog {
     fn push(&self, change: ToneChange) {
-        let mut log = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut log = crate::sync::lock(&self.0);
         if log.len() == TONE_LOG_CAPACITY {
             log.pop_front();
         }
@@ -84,7 +84,7 @@ impl ToneLog {
 
     /// Every recorded change, oldest first.
     pub fn changes(&self) -> Vec<ToneChange> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).iter().copied().collect()
+        crate::sync::lock(&self.0).iter().copied().collect()
     }
 }
 

@@ -5,7 +5,7 @@
 //! before it touches the call log.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -91,14 +91,14 @@ pub(super) struct Claim {
 impl LiveCalls {
     fn claim(&self, call_sid: &str) -> Option<Claim> {
         // A set of strings: a panic elsewhere cannot leave it inconsistent.
-        let mut calls = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut calls = crate::sync::lock(&self.0);
         calls.insert(call_sid.to_owned()).then(|| Claim { calls: self.0.clone(), call_sid: call_sid.to_owned() })
     }
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        self.calls.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.call_sid);
+        crate::sync::lock(&self.calls).remove(&self.call_sid);
     }
 }
 

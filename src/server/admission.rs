@@ -27,7 +27,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
@@ -84,7 +84,7 @@ impl Admission {
     pub(super) fn admit(self: &Arc<Self>, peer: IpAddr) -> Arc<Ticket> {
         let key = address_key(peer);
         // Plain bookkeeping: a panic elsewhere cannot leave it half-updated.
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = crate::sync::lock(&self.state);
         if state.pending.len() >= MAX_PENDING
             && let Some(victim) = victim(&state.pending, key)
             && let Some(evicted) = state.pending.remove(&victim)
@@ -139,7 +139,7 @@ impl Ticket {
             return true;
         }
         let admission = &self.admission;
-        let mut state = admission.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = crate::sync::lock(&admission.state);
         let from_address = state.authenticated.get(&self.key).copied().unwrap_or(0);
         if state.authenticated_total >= admission.max_authenticated
             || from_address >= admission.max_authenticated_per_address
@@ -160,7 +160,7 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let mut state = self.admission.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = crate::sync::lock(&self.admission.state);
         if self.authenticated.load(Ordering::Acquire) {
             state.authenticated_total = state.authenticated_total.saturating_sub(1);
             if let Some(n) = state.authenticated.get_mut(&self.key) {

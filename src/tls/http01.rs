@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,18 +29,18 @@ pub struct Http01Tokens(Mutex<HashMap<String, String>>);
 impl Http01Tokens {
     /// Answers `token` with `key_authorization` until removed.
     pub fn insert(&self, token: &str, key_authorization: &str) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(token.to_owned(), key_authorization.to_owned());
+        crate::sync::lock(&self.0).insert(token.to_owned(), key_authorization.to_owned());
     }
     /// Stops answering `token`.
     pub fn remove(&self, token: &str) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(token);
+        crate::sync::lock(&self.0).remove(token);
     }
     /// Forgets every token (the order is over).
     pub fn clear(&self) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        crate::sync::lock(&self.0).clear();
     }
     fn get(&self, token: &str) -> Option<String> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(token).cloned()
+        crate::sync::lock(&self.0).get(token).cloned()
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use jiff::Timestamp;
 use rustls::pki_types::pem::PemObject;
@@ -28,22 +28,22 @@ pub struct CertResolver {
 impl CertResolver {
     /// Serves `key` to every new connection from now on.
     pub fn set_current(&self, key: Arc<CertifiedKey>) {
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(key);
+        *crate::sync::write(&self.current) = Some(key);
     }
 
     /// True once a certificate is being served.
     pub fn has_current(&self) -> bool {
-        self.current.read().unwrap_or_else(PoisonError::into_inner).is_some()
+        crate::sync::read(&self.current).is_some()
     }
 
     /// Answers TLS-ALPN-01 for `name` with `key` until [`Self::remove_challenge`].
     pub fn add_challenge(&self, name: &str, key: Arc<CertifiedKey>) {
-        self.challenges.lock().unwrap_or_else(PoisonError::into_inner).insert(name.to_ascii_lowercase(), key);
+        crate::sync::lock(&self.challenges).insert(name.to_ascii_lowercase(), key);
     }
 
     /// Stops answering TLS-ALPN-01 for `name`.
     pub fn remove_challenge(&self, name: &str) {
-        self.challenges.lock().unwrap_or_else(PoisonError::into_inner).remove(&name.to_ascii_lowercase());
+        crate::sync::lock(&self.challenges).remove(&name.to_ascii_lowercase());
     }
 }
 
@@ -53,9 +53,9 @@ impl ResolvesServerCert for CertResolver {
         if wants_challenge {
             // Never fall back to the real certificate: a validator must see the challenge or nothing.
             let name = hello.server_name()?.to_ascii_lowercase();
-            return self.challenges.lock().unwrap_or_else(PoisonError::into_inner).get(&name).cloned();
+            return crate::sync::lock(&self.challenges).get(&name).cloned();
         }
-        self.current.read().unwrap_or_else(PoisonError::into_inner).clone()
+        crate::sync::read(&self.current).clone()
     }
 }
 
