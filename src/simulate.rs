@@ -17,9 +17,10 @@ use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::media::audio;
@@ -155,28 +156,78 @@ impl Transcript {
 /// Places one call against the box. With `print`, transcript lines are printed as they happen.
 pub async fn run(opts: &Options, print: bool) -> Result<Summary, SimulateError> {
     let mut t = Transcript { started: std::time::Instant::now(), lines: Vec::new(), echo: print };
-    let base = opts.box_url.trim_end_matches('/').to_owned();
-    let parsed = url::Url::parse(&base).map_err(|e| SimulateError::Usage(format!("--url {base:?}: {e}")))?;
-    if parsed.scheme() != "http" {
-        return Err(SimulateError::Usage(format!(
-            "--url {base:?}: only http:// is supported by this build (use the box's dev URL or the tunnel's local side)"
-        )));
-    }
-    let signed_base = match &opts.public_url {
-        Some(u) => {
-            crate::config::PublicUrl::parse(u).map_err(|e| SimulateError::Usage(format!("--public-url: {e}")))?.origin()
-        }
-        None => base.clone(),
-    };
+    let target = Target::of(opts)?;
     let caller_audio = load_audio(&opts.audio)?;
     let call_sid = opts.call_sid.clone().unwrap_or_else(|| random_sid("CA"));
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
 
     // 1. The incoming call.
+    let answer = incoming_call(&client, &target, opts, &call_sid, &mut t).await?;
+
+    // 2. The media stream.
+    let (mut ws, connect_url) = connect_stream(opts, &target, &answer).await?;
+    t.line(format!("stream connected to {connect_url}"));
+    let stream_sid = random_sid("MZ");
+    let mut summary = Summary { call_sid: call_sid.clone(), stream_sid: stream_sid.clone(), ..Summary::default() };
+    let mut call = StreamCall { ws: &mut ws, stream_sid: &stream_sid, seq: 0, started: Instant::now() };
+    start_stream(&mut call, &call_sid, &answer).await?;
+    t.line(format!("→ connected, start (stream {stream_sid})"));
+    let mut conversation = Conversation::new(&mut call, opts, &caller_audio, &mut summary, &mut t);
+    let result = conversation.run().await;
+    let box_audio = conversation.box_audio;
+    let talk_secs = call.started.elapsed().as_secs();
+    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+    summary.box_audio_bytes = box_audio.len() as u64;
+    save_box_audio(opts, &box_audio, &mut t)?;
+    result?;
+
+    // 3. The call's status callbacks, in Twilio's order.
+    status_callbacks(&client, &target, opts, &call_sid, talk_secs).await?;
+    t.line("status callbacks initiated → ringing → in-progress → completed accepted");
+    summary.transcript = t.lines;
+    Ok(summary)
+}
+
+const ACCOUNT_SID: &str = "AC00000000000000000000000000000001";
+
+/// Where requests go (`base`, also parsed) and the origin Twilio signs them over.
+struct Target {
+    base: String,
+    parsed: url::Url,
+    signed_base: String,
+}
+
+impl Target {
+    fn of(opts: &Options) -> Result<Self, SimulateError> {
+        let base = opts.box_url.trim_end_matches('/').to_owned();
+        let parsed = url::Url::parse(&base).map_err(|e| SimulateError::Usage(format!("--url {base:?}: {e}")))?;
+        if parsed.scheme() != "http" {
+            return Err(SimulateError::Usage(format!(
+                "--url {base:?}: only http:// is supported by this build (use the box's dev URL or the tunnel's local side)"
+            )));
+        }
+        let signed_base = match &opts.public_url {
+            Some(u) => crate::config::PublicUrl::parse(u)
+                .map_err(|e| SimulateError::Usage(format!("--public-url: {e}")))?
+                .origin(),
+            None => base.clone(),
+        };
+        Ok(Self { base, parsed, signed_base })
+    }
+}
+
+/// Rings the box and reads its TwiML answer.
+async fn incoming_call(
+    client: &HttpClient,
+    target: &Target,
+    opts: &Options,
+    call_sid: &str,
+    t: &mut Transcript,
+) -> Result<Answer, SimulateError> {
     let incoming = vec![
         ("AccountSid", ACCOUNT_SID.to_owned()),
         ("ApiVersion", "2010-04-01".to_owned()),
-        ("CallSid", call_sid.clone()),
+        ("CallSid", call_sid.to_owned()),
         ("CallStatus", "ringing".to_owned()),
         ("Called", opts.to.clone()),
         ("Caller", opts.from.clone()),
@@ -184,9 +235,8 @@ pub async fn run(opts: &Options, print: bool) -> Result<Summary, SimulateError> 
         ("From", opts.from.clone()),
         ("To", opts.to.clone()),
     ];
-    let twiml =
-        post_signed(&client, (&base, &signed_base), "/api/v1/webhooks/incoming-call", &incoming, &opts.auth_token)
-            .await?;
+    let bases = (target.base.as_str(), target.signed_base.as_str());
+    let twiml = post_signed(client, bases, "/api/v1/webhooks/incoming-call", &incoming, &opts.auth_token).await?;
     let answer = parse_twiml(&twiml)?;
     t.line(format!(
         "incoming call {call_sid} from {} to {}: box answered <Connect><Stream url=\"{}\"> with {} parameter(s){}",
@@ -196,29 +246,22 @@ pub async fn run(opts: &Options, print: bool) -> Result<Summary, SimulateError> 
         answer.parameters.len(),
         answer.fallthrough.as_deref().map(|f| format!(", then {f}")).unwrap_or_default()
     ));
+    Ok(answer)
+}
 
-    // 2. The media stream. Twilio connects where the TwiML says; the simulator goes where the
-    // webhooks went (the same box), unless told otherwise, and signs the TwiML's URL.
-    if let (Ok(stream), Ok(public)) = (url::Url::parse(&answer.stream_url), url::Url::parse(&signed_base))
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens the media stream the TwiML asked for, signed like Twilio; returns where it went.
+async fn connect_stream(opts: &Options, target: &Target, answer: &Answer) -> Result<(Ws, String), SimulateError> {
+    if let (Ok(stream), Ok(public)) = (url::Url::parse(&answer.stream_url), url::Url::parse(&target.signed_base))
         && stream.host_str() != public.host_str()
     {
         return Err(SimulateError::Twiml(format!(
             "the stream URL {} is not on the public URL's host {}",
-            answer.stream_url, signed_base
+            answer.stream_url, target.signed_base
         )));
     }
-    let connect_url = match &opts.stream_url {
-        Some(u) => u.clone(),
-        None => match url::Url::parse(&answer.stream_url) {
-            Ok(stream) if stream.scheme() == "wss" => {
-                let mut at = parsed.clone();
-                at.set_path(stream.path());
-                at.set_query(stream.query());
-                at.as_str().replacen("http://", "ws://", 1)
-            }
-            _ => answer.stream_url.clone(),
-        },
-    };
+    let connect_url = connect_url(opts, target, answer);
     if connect_url.starts_with("wss://") {
         return Err(SimulateError::Usage(format!(
             "the stream URL {connect_url} needs TLS, which this build's simulator lacks; pass --stream-url ws://host:port{}",
@@ -234,43 +277,66 @@ pub async fn run(opts: &Options, print: bool) -> Result<Summary, SimulateError> 
         "x-twilio-signature",
         sig.parse().map_err(|_| SimulateError::Usage("signature is not a header value".into()))?,
     );
-    let (mut ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(request))
+    let (ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(request))
         .await
         .map_err(|_| SimulateError::Unreachable { url: connect_url.clone(), why: "timed out".into() })?
         .map_err(|e| SimulateError::Unreachable { url: connect_url.clone(), why: e.to_string() })?;
-    t.line(format!("stream connected to {connect_url}"));
+    Ok((ws, connect_url))
+}
 
-    let stream_sid = random_sid("MZ");
-    let mut summary = Summary { call_sid: call_sid.clone(), stream_sid: stream_sid.clone(), ..Summary::default() };
-    let mut call = StreamCall { ws: &mut ws, stream_sid: &stream_sid, seq: 0, started: Instant::now() };
+/// Twilio connects where the TwiML says; the simulator goes where the webhooks went (the same
+/// box), unless told otherwise, and signs the TwiML's URL.
+fn connect_url(opts: &Options, target: &Target, answer: &Answer) -> String {
+    match &opts.stream_url {
+        Some(u) => u.clone(),
+        None => match url::Url::parse(&answer.stream_url) {
+            Ok(stream) if stream.scheme() == "wss" => {
+                let mut at = target.parsed.clone();
+                at.set_path(stream.path());
+                at.set_query(stream.query());
+                at.as_str().replacen("http://", "ws://", 1)
+            }
+            _ => answer.stream_url.clone(),
+        },
+    }
+}
+
+/// Twilio's first two messages: `connected`, then `start` with the TwiML's parameters.
+async fn start_stream(call: &mut StreamCall<'_>, call_sid: &str, answer: &Answer) -> Result<(), SimulateError> {
     call.send(json!({"event":"connected","protocol":"Call","version":"1.0.0"})).await?;
     let params: serde_json::Map<String, serde_json::Value> =
         answer.parameters.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
     let seq = call.next_seq();
+    let stream_sid = call.stream_sid;
     call.send(json!({"event":"start","sequenceNumber":seq,"streamSid":stream_sid,"start":{
         "streamSid":stream_sid,"accountSid":ACCOUNT_SID,"callSid":call_sid,"tracks":["inbound"],
         "customParameters":params,"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}))
-        .await?;
-    t.line(format!("→ connected, start (stream {stream_sid})"));
+        .await
+}
 
-    let mut box_audio: Vec<u8> = Vec::new();
-    let result = converse(&mut call, opts, &caller_audio, &mut box_audio, &mut summary, &mut t).await;
-    let talk_secs = call.started.elapsed().as_secs();
-    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
-    summary.box_audio_bytes = box_audio.len() as u64;
+fn save_box_audio(opts: &Options, box_audio: &[u8], t: &mut Transcript) -> Result<(), SimulateError> {
     if let Some(path) = &opts.save_box_audio {
-        save_wav(path, &box_audio)?;
+        save_wav(path, box_audio)?;
         t.line(format!("saved {:.2} s of the box's audio to {}", box_audio.len() as f64 / 8000.0, path.display()));
     }
-    result?;
+    Ok(())
+}
 
-    // 3. The call's status callbacks, in Twilio's order.
+/// The call's status callbacks, in Twilio's order.
+async fn status_callbacks(
+    client: &HttpClient,
+    target: &Target,
+    opts: &Options,
+    call_sid: &str,
+    talk_secs: u64,
+) -> Result<(), SimulateError> {
     let now = jiff::Timestamp::now();
     let stamp = jiff::fmt::rfc2822::to_string(&now.to_zoned(jiff::tz::TimeZone::UTC)).unwrap_or_default();
+    let bases = (target.base.as_str(), target.signed_base.as_str());
     for (seq, status) in ["initiated", "ringing", "in-progress", "completed"].into_iter().enumerate() {
         let mut params = vec![
             ("AccountSid", ACCOUNT_SID.to_owned()),
-            ("CallSid", call_sid.clone()),
+            ("CallSid", call_sid.to_owned()),
             ("CallStatus", status.to_owned()),
             ("Direction", "inbound".to_owned()),
             ("From", opts.from.clone()),
@@ -281,17 +347,13 @@ pub async fn run(opts: &Options, print: bool) -> Result<Summary, SimulateError> 
         if status == "completed" {
             params.push(("CallDuration", talk_secs.max(1).to_string()));
         }
-        post_signed(&client, (&base, &signed_base), "/api/v1/webhooks/call-status", &params, &opts.auth_token).await?;
+        post_signed(client, bases, "/api/v1/webhooks/call-status", &params, &opts.auth_token).await?;
     }
-    t.line("status callbacks initiated → ringing → in-progress → completed accepted");
-    summary.transcript = t.lines;
-    Ok(summary)
+    Ok(())
 }
 
-const ACCOUNT_SID: &str = "AC00000000000000000000000000000001";
-
 struct StreamCall<'a> {
-    ws: &'a mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    ws: &'a mut Ws,
     stream_sid: &'a str,
     seq: u64,
     started: Instant,
@@ -311,129 +373,275 @@ impl StreamCall<'_> {
     }
 }
 
+/// Whether the conversation goes on after one event.
+enum Step {
+    Continue,
+    Done,
+}
+
 /// The conversation: the greeting (marks echoed as Twilio would once played), the caller's
 /// audio and keys, then `stop` — or the box closing first.
-async fn converse(
-    call: &mut StreamCall<'_>,
-    opts: &Options,
-    caller_audio: &[u8],
-    box_audio: &mut Vec<u8>,
-    summary: &mut Summary,
-    t: &mut Transcript,
-) -> Result<(), SimulateError> {
-    let mut ticker = tokio::time::interval(Duration::from_millis(20));
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
+struct Conversation<'c, 'a> {
+    call: &'c mut StreamCall<'a>,
+    opts: &'c Options,
+    caller_audio: &'c [u8],
+    summary: &'c mut Summary,
+    t: &'c mut Transcript,
+    /// What the box played, for `--save`.
+    box_audio: Vec<u8>,
+    ticker: Interval,
     // Twilio's playback clock: audio queued plays in real time, a mark is echoed when the
     // audio before it has played.
-    let mut playback_until = Instant::now();
-    let mut pending_marks: VecDeque<(Instant, String)> = VecDeque::new();
-    let mut talk_from: Option<Instant> = None;
-    let greeting_deadline = Instant::now() + opts.greeting_timeout;
-    let mut pos = 0usize;
-    let mut chunk = 0u64;
-    let mut dtmf: VecDeque<(char, Duration)> = opts.dtmf.iter().copied().collect();
-    dtmf.make_contiguous().sort_by_key(|(_, at)| *at);
-    let mut greeting_frames = 0u64;
-    let mut scratch = Vec::new();
-    let mut stop_sent_at: Option<Instant> = None;
+    playback_until: Instant,
+    pending_marks: VecDeque<(Instant, String)>,
+    talk_from: Option<Instant>,
+    greeting_deadline: Instant,
+    pos: usize,
+    chunk: u64,
+    dtmf: VecDeque<(char, Duration)>,
+    greeting_frames: u64,
+    scratch: Vec<u8>,
+    stop_sent_at: Option<Instant>,
+}
 
-    loop {
-        let next_mark = pending_marks.front().map(|(at, _)| *at);
-        let talking = talk_from.is_some();
-        let fast_send = opts.fast && talking && stop_sent_at.is_none();
-        tokio::select! {
-            biased;
-            msg = call.ws.next() => {
-                let text = match msg {
-                    None => return Err(SimulateError::Protocol("the box dropped the connection without a close frame".into())),
-                    Some(Err(e)) => {
-                        return Err(SimulateError::Protocol(format!("the box's socket failed: {e}")));
-                    }
-                    Some(Ok(Message::Close(frame))) => {
-                        let code = frame.as_ref().map(|f| f.code).unwrap_or(CloseCode::Status);
-                        summary.box_closed = Some(u16::from(code));
-                        let reason = frame.map(|f| f.reason.to_string()).unwrap_or_default();
-                        t.line(format!("← box closed the stream: {} {reason}", u16::from(code)));
-                        if code != CloseCode::Normal {
-                            return Err(SimulateError::Protocol(format!("the box closed with code {}", u16::from(code))));
-                        }
-                        return Ok(());
-                    }
-                    Some(Ok(Message::Text(text))) => text,
-                    Some(Ok(Message::Binary(_))) => return Err(SimulateError::Protocol("the box sent a binary frame".into())),
-                    Some(Ok(_)) => continue,
-                };
-                let message = proto::decode_outbound(&text).map_err(|e| SimulateError::Protocol(format!("the box sent {e}")))?;
-                let sid = match &message {
-                    Outbound::Media { stream_sid, .. } | Outbound::Mark { stream_sid, .. } | Outbound::Clear { stream_sid } => stream_sid,
-                    Outbound::Unknown => return Err(SimulateError::Protocol(format!("the box sent an unknown event: {text}"))),
-                };
-                if sid != call.stream_sid {
-                    return Err(SimulateError::Protocol(format!("the box addressed stream {sid}, not {}", call.stream_sid)));
-                }
-                match message {
-                    Outbound::Media { media, .. } => {
-                        proto::decode_payload(&media.payload, &mut scratch).map_err(|e| SimulateError::Protocol(format!("the box sent {e}")))?;
-                        let now = Instant::now();
-                        playback_until = playback_until.max(now) + Duration::from_micros(scratch.len() as u64 * 125);
-                        box_audio.extend_from_slice(&scratch);
-                        if !talking { greeting_frames += 1; }
-                    }
-                    Outbound::Mark { mark, .. } => {
-                        let at = if opts.fast { Instant::now() } else { playback_until.max(Instant::now()) };
-                        pending_marks.push_back((at, mark.name));
-                    }
-                    Outbound::Clear { .. } => {
-                        summary.clears += 1;
-                        t.line("← clear (playback emptied)");
-                        playback_until = Instant::now();
-                        for (at, _) in pending_marks.iter_mut() { *at = Instant::now(); }
-                    }
-                    Outbound::Unknown => {}
-                }
-            }
-            () = sleep_until_opt(next_mark) => {
-                if let Some((_, name)) = pending_marks.pop_front() {
-                    let seq = call.next_seq();
-                    call.send(json!({"event":"mark","sequenceNumber":seq,"streamSid":call.stream_sid,"mark":{"name":name}})).await?;
-                    if !talking {
-                        t.line(format!("← greeting: {greeting_frames} frame(s), {:.2} s; mark {name:?} played and echoed", greeting_frames as f64 * 0.02));
-                        talk_from = Some(Instant::now());
-                        t.line(format!("→ caller talks: {:.2} s of audio{}", caller_audio.len() as f64 / 8000.0, if opts.fast { " (fast)" } else { "" }));
-                    } else {
-                        t.line(format!("← mark {name:?} played and echoed"));
-                    }
-                    summary.marks.push(name);
-                }
-            }
-            () = sleep_until_opt((!talking).then_some(greeting_deadline)) => {
-                t.line(format!("no greeting mark within {:?}; caller talks anyway", opts.greeting_timeout));
-                talk_from = Some(Instant::now());
-            }
-            () = sleep_until_opt(stop_sent_at.map(|at| at + Duration::from_secs(5))) => {
-                t.line("box did not close within 5 s of stop; closing");
+impl<'c, 'a> Conversation<'c, 'a> {
+    fn new(
+        call: &'c mut StreamCall<'a>,
+        opts: &'c Options,
+        caller_audio: &'c [u8],
+        summary: &'c mut Summary,
+        t: &'c mut Transcript,
+    ) -> Self {
+        let mut ticker = tokio::time::interval(Duration::from_millis(20));
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        let mut dtmf: VecDeque<(char, Duration)> = opts.dtmf.iter().copied().collect();
+        dtmf.make_contiguous().sort_by_key(|(_, at)| *at);
+        Self {
+            call,
+            opts,
+            caller_audio,
+            summary,
+            t,
+            box_audio: Vec::new(),
+            ticker,
+            playback_until: Instant::now(),
+            pending_marks: VecDeque::new(),
+            talk_from: None,
+            greeting_deadline: Instant::now() + opts.greeting_timeout,
+            pos: 0,
+            chunk: 0,
+            dtmf,
+            greeting_frames: 0,
+            scratch: Vec::new(),
+            stop_sent_at: None,
+        }
+    }
+
+    async fn run(&mut self) -> Result<(), SimulateError> {
+        loop {
+            let next_mark = self.pending_marks.front().map(|(at, _)| *at);
+            let talking = self.talking();
+            let greeting_deadline = (!talking).then_some(self.greeting_deadline);
+            let stop_deadline = self.stop_sent_at.map(|at| at + Duration::from_secs(5));
+            let fast_send = self.opts.fast && talking && self.stop_sent_at.is_none();
+            let real_time = !fast_send && self.stop_sent_at.is_none();
+            let step = tokio::select! {
+                biased;
+                msg = self.call.ws.next() => self.on_box_message(msg),
+                () = sleep_until_opt(next_mark) => self.echo_mark().await,
+                () = sleep_until_opt(greeting_deadline) => Ok(self.greeting_timed_out()),
+                () = sleep_until_opt(stop_deadline) => Ok(self.box_never_closed()),
+                _ = self.ticker.tick(), if real_time => self.send_real_time_frame().await,
+                () = std::future::ready(()), if fast_send => self.send_caller_frame().await,
+            };
+            if let Step::Done = step? {
                 return Ok(());
             }
-            _ = ticker.tick(), if !fast_send && stop_sent_at.is_none() => {
-                // Real time: a frame every 20 ms, silence until the caller talks.
-                let frame: &[u8] = if talking { next_frame(caller_audio, &mut pos) } else { &SILENCE };
-                if talking && frame.is_empty() {
-                    finish_talking(call, &mut dtmf, summary, t, &mut stop_sent_at).await?;
-                    continue;
-                }
-                send_media(call, frame, &mut chunk, summary).await?;
-                if talking { send_due_dtmf(call, &mut dtmf, samples_time(pos), t).await?; }
-            }
-            () = std::future::ready(()), if fast_send => {
-                let frame = next_frame(caller_audio, &mut pos);
-                if frame.is_empty() {
-                    finish_talking(call, &mut dtmf, summary, t, &mut stop_sent_at).await?;
-                    continue;
-                }
-                send_media(call, frame, &mut chunk, summary).await?;
-                send_due_dtmf(call, &mut dtmf, samples_time(pos), t).await?;
-            }
         }
+    }
+
+    fn talking(&self) -> bool {
+        self.talk_from.is_some()
+    }
+
+    fn on_box_message(
+        &mut self,
+        msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    ) -> Result<Step, SimulateError> {
+        match msg {
+            None => Err(SimulateError::Protocol("the box dropped the connection without a close frame".into())),
+            Some(Err(e)) => Err(SimulateError::Protocol(format!("the box's socket failed: {e}"))),
+            Some(Ok(Message::Close(frame))) => self.box_closed(frame),
+            Some(Ok(Message::Text(text))) => self.on_outbound(&text).map(|()| Step::Continue),
+            Some(Ok(Message::Binary(_))) => Err(SimulateError::Protocol("the box sent a binary frame".into())),
+            Some(Ok(_)) => Ok(Step::Continue),
+        }
+    }
+
+    fn box_closed(&mut self, frame: Option<CloseFrame>) -> Result<Step, SimulateError> {
+        let code = frame.as_ref().map(|f| f.code).unwrap_or(CloseCode::Status);
+        self.summary.box_closed = Some(u16::from(code));
+        let reason = frame.map(|f| f.reason.to_string()).unwrap_or_default();
+        self.t.line(format!("← box closed the stream: {} {reason}", u16::from(code)));
+        if code != CloseCode::Normal {
+            return Err(SimulateError::Protocol(format!("the box closed with code {}", u16::from(code))));
+        }
+        Ok(Step::Done)
+    }
+
+    fn on_outbound(&mut self, text: &str) -> Result<(), SimulateError> {
+        let message = proto::decode_outbound(text).map_err(|e| SimulateError::Protocol(format!("the box sent {e}")))?;
+        let sid = match &message {
+            Outbound::Media { stream_sid, .. } | Outbound::Mark { stream_sid, .. } | Outbound::Clear { stream_sid } => {
+                stream_sid
+            }
+            Outbound::Unknown => {
+                return Err(SimulateError::Protocol(format!("the box sent an unknown event: {text}")));
+            }
+        };
+        if sid != self.call.stream_sid {
+            return Err(SimulateError::Protocol(format!(
+                "the box addressed stream {sid}, not {}",
+                self.call.stream_sid
+            )));
+        }
+        match message {
+            Outbound::Media { media, .. } => self.play(&media.payload)?,
+            Outbound::Mark { mark, .. } => {
+                let at = if self.opts.fast { Instant::now() } else { self.playback_until.max(Instant::now()) };
+                self.pending_marks.push_back((at, mark.name));
+            }
+            Outbound::Clear { .. } => self.clear(),
+            Outbound::Unknown => {}
+        }
+        Ok(())
+    }
+
+    /// Queues the box's audio on the playback clock.
+    fn play(&mut self, payload: &str) -> Result<(), SimulateError> {
+        proto::decode_payload(payload, &mut self.scratch)
+            .map_err(|e| SimulateError::Protocol(format!("the box sent {e}")))?;
+        let now = Instant::now();
+        self.playback_until = self.playback_until.max(now) + Duration::from_micros(self.scratch.len() as u64 * 125);
+        self.box_audio.extend_from_slice(&self.scratch);
+        if !self.talking() {
+            self.greeting_frames += 1;
+        }
+        Ok(())
+    }
+
+    fn clear(&mut self) {
+        self.summary.clears += 1;
+        self.t.line("← clear (playback emptied)");
+        self.playback_until = Instant::now();
+        for (at, _) in self.pending_marks.iter_mut() {
+            *at = Instant::now();
+        }
+    }
+
+    /// The first mark ends the greeting: the caller starts talking once it has played.
+    async fn echo_mark(&mut self) -> Result<Step, SimulateError> {
+        if let Some((_, name)) = self.pending_marks.pop_front() {
+            let seq = self.call.next_seq();
+            let stream_sid = self.call.stream_sid;
+            self.call
+                .send(json!({"event":"mark","sequenceNumber":seq,"streamSid":stream_sid,"mark":{"name":name}}))
+                .await?;
+            if !self.talking() {
+                self.t.line(format!(
+                    "← greeting: {} frame(s), {:.2} s; mark {name:?} played and echoed",
+                    self.greeting_frames,
+                    self.greeting_frames as f64 * 0.02
+                ));
+                self.talk_from = Some(Instant::now());
+                self.t.line(format!(
+                    "→ caller talks: {:.2} s of audio{}",
+                    self.caller_audio.len() as f64 / 8000.0,
+                    if self.opts.fast { " (fast)" } else { "" }
+                ));
+            } else {
+                self.t.line(format!("← mark {name:?} played and echoed"));
+            }
+            self.summary.marks.push(name);
+        }
+        Ok(Step::Continue)
+    }
+
+    fn greeting_timed_out(&mut self) -> Step {
+        self.t.line(format!("no greeting mark within {:?}; caller talks anyway", self.opts.greeting_timeout));
+        self.talk_from = Some(Instant::now());
+        Step::Continue
+    }
+
+    fn box_never_closed(&mut self) -> Step {
+        self.t.line("box did not close within 5 s of stop; closing");
+        Step::Done
+    }
+
+    async fn send_real_time_frame(&mut self) -> Result<Step, SimulateError> {
+        // Real time: a frame every 20 ms, silence until the caller talks.
+        if self.talking() {
+            return self.send_caller_frame().await;
+        }
+        self.send_media(&SILENCE).await?;
+        Ok(Step::Continue)
+    }
+
+    async fn send_caller_frame(&mut self) -> Result<Step, SimulateError> {
+        let frame = next_frame(self.caller_audio, &mut self.pos);
+        if frame.is_empty() {
+            self.finish_talking().await?;
+            return Ok(Step::Continue);
+        }
+        self.send_media(frame).await?;
+        self.send_due_dtmf(samples_time(self.pos)).await?;
+        Ok(Step::Continue)
+    }
+
+    async fn send_media(&mut self, frame: &[u8]) -> Result<(), SimulateError> {
+        use base64::Engine as _;
+        self.chunk += 1;
+        let seq = self.call.next_seq();
+        let timestamp = (self.chunk - 1) * 20;
+        let payload = base64::engine::general_purpose::STANDARD.encode(frame);
+        let stream_sid = self.call.stream_sid;
+        self.call
+            .send(json!({"event":"media","sequenceNumber":seq,"streamSid":stream_sid,"media":{
+                "track":"inbound","chunk":self.chunk.to_string(),"timestamp":timestamp.to_string(),"payload":payload}}))
+            .await?;
+        self.summary.frames_sent += 1;
+        Ok(())
+    }
+
+    /// Sends the keys due by `talked` into the caller's audio.
+    async fn send_due_dtmf(&mut self, talked: Duration) -> Result<(), SimulateError> {
+        while let Some((digit, at)) = self.dtmf.front().copied() {
+            if at > talked {
+                break;
+            }
+            self.dtmf.pop_front();
+            let seq = self.call.next_seq();
+            let stream_sid = self.call.stream_sid;
+            self.call
+                .send(json!({"event":"dtmf","sequenceNumber":seq,"streamSid":stream_sid,
+                    "dtmf":{"track":"inbound_track","digit":digit.to_string()}}))
+                .await?;
+            self.t.line(format!("→ dtmf {digit} at {:.2} s into the message", at.as_secs_f64()));
+        }
+        Ok(())
+    }
+
+    /// The caller's audio is over: press any keys still due, then hang up (`stop`).
+    async fn finish_talking(&mut self) -> Result<(), SimulateError> {
+        self.send_due_dtmf(Duration::MAX).await?;
+        let seq = self.call.next_seq();
+        let sid = self.call.stream_sid;
+        self.call
+            .send(json!({"event":"stop","sequenceNumber":seq,"streamSid":sid,"stop":{"accountSid":ACCOUNT_SID}}))
+            .await?;
+        self.t.line(format!("→ stop after {} caller frame(s) (caller hangs up)", self.summary.frames_sent));
+        self.stop_sent_at = Some(Instant::now());
+        Ok(())
     }
 }
 
@@ -444,62 +652,6 @@ fn next_frame<'a>(audio: &'a [u8], pos: &mut usize) -> &'a [u8] {
     let end = (start + FRAME_SAMPLES).min(audio.len());
     *pos = end;
     &audio[start..end]
-}
-
-async fn send_media(
-    call: &mut StreamCall<'_>,
-    frame: &[u8],
-    chunk: &mut u64,
-    summary: &mut Summary,
-) -> Result<(), SimulateError> {
-    use base64::Engine as _;
-    *chunk += 1;
-    let seq = call.next_seq();
-    let timestamp = (*chunk - 1) * 20;
-    let payload = base64::engine::general_purpose::STANDARD.encode(frame);
-    call.send(json!({"event":"media","sequenceNumber":seq,"streamSid":call.stream_sid,"media":{
-        "track":"inbound","chunk":chunk.to_string(),"timestamp":timestamp.to_string(),"payload":payload}}))
-        .await?;
-    summary.frames_sent += 1;
-    Ok(())
-}
-
-/// Sends the keys due by `talked` into the caller's audio.
-async fn send_due_dtmf(
-    call: &mut StreamCall<'_>,
-    dtmf: &mut VecDeque<(char, Duration)>,
-    talked: Duration,
-    t: &mut Transcript,
-) -> Result<(), SimulateError> {
-    while let Some((digit, at)) = dtmf.front().copied() {
-        if at > talked {
-            break;
-        }
-        dtmf.pop_front();
-        let seq = call.next_seq();
-        call.send(json!({"event":"dtmf","sequenceNumber":seq,"streamSid":call.stream_sid,
-            "dtmf":{"track":"inbound_track","digit":digit.to_string()}}))
-            .await?;
-        t.line(format!("→ dtmf {digit} at {:.2} s into the message", at.as_secs_f64()));
-    }
-    Ok(())
-}
-
-/// The caller's audio is over: press any keys still due, then hang up (`stop`).
-async fn finish_talking(
-    call: &mut StreamCall<'_>,
-    dtmf: &mut VecDeque<(char, Duration)>,
-    summary: &Summary,
-    t: &mut Transcript,
-    stop_sent_at: &mut Option<Instant>,
-) -> Result<(), SimulateError> {
-    send_due_dtmf(call, dtmf, Duration::MAX, t).await?;
-    let seq = call.next_seq();
-    let sid = call.stream_sid.to_owned();
-    call.send(json!({"event":"stop","sequenceNumber":seq,"streamSid":sid,"stop":{"accountSid":ACCOUNT_SID}})).await?;
-    t.line(format!("→ stop after {} caller frame(s) (caller hangs up)", summary.frames_sent));
-    *stop_sent_at = Some(Instant::now());
-    Ok(())
 }
 
 /// How long `samples` of 8 kHz audio last.
