@@ -19,6 +19,7 @@ pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod net;
+pub mod random;
 pub mod server;
 pub mod simulate;
 pub mod sync;

@@ -158,7 +158,7 @@ pub async fn run(opts: &Options, print: bool) -> Result<Summary, SimulateError> 
     let mut t = Transcript { started: std::time::Instant::now(), lines: Vec::new(), echo: print };
     let target = Target::of(opts)?;
     let caller_audio = load_audio(&opts.audio)?;
-    let call_sid = opts.call_sid.clone().unwrap_or_else(|| random_sid("CA"));
+    let call_sid = opts.call_sid.clone().unwrap_or_else(|| format!("CA{}", crate::random::hex::<16>()));
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
 
     // 1. The incoming call.
@@ -167,7 +167,7 @@ pub async fn run(opts: &Options, print: bool) -> Result<Summary, SimulateError> 
     // 2. The media stream.
     let (mut ws, connect_url) = connect_stream(opts, &target, &answer).await?;
     t.line(format!("stream connected to {connect_url}"));
-    let stream_sid = random_sid("MZ");
+    let stream_sid = format!("MZ{}", crate::random::hex::<16>());
     let mut summary = Summary { call_sid: call_sid.clone(), stream_sid: stream_sid.clone(), ..Summary::default() };
     let mut call = StreamCall { ws: &mut ws, stream_sid: &stream_sid, seq: 0, started: Instant::now() };
     start_stream(&mut call, &call_sid, &answer).await?;
@@ -694,12 +694,6 @@ fn save_wav(path: &std::path::Path, mulaw: &[u8]) -> Result<(), SimulateError> {
         w.write_sample(audio::mulaw_decode(*b)).map_err(err)?;
     }
     w.finalize().map_err(err)
-}
-
-fn random_sid(prefix: &str) -> String {
-    let bytes: [u8; 16] = rand::random();
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{prefix}{hex}")
 }
 
 /// POSTs to `base` + `path`, signed over `signed_base` + `path` (`(base, signed_base)`).

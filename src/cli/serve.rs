@@ -50,7 +50,8 @@ pub(super) fn dev_config(data_dir: &Path, env: &EnvSecrets) -> anyhow::Result<Co
         Ok(text) => toml::from_str::<DevSecrets>(&text)
             .with_context(|| format!("{} is damaged; delete it to generate new dev secrets", path.display()))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let fresh = DevSecrets { twilio_auth_token: random_token(), admin_token: random_token() };
+            let fresh =
+                DevSecrets { twilio_auth_token: crate::random::hex::<16>(), admin_token: crate::random::hex::<16>() };
             write_private(&path, toml::to_string(&fresh)?.as_bytes())?;
             fresh
         }
@@ -179,11 +180,6 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     }
     systemd::notify_stopping();
     shutdown.cancel();
-}
-
-fn random_token() -> String {
-    let bytes: [u8; 16] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {

@@ -111,7 +111,7 @@ impl Sessions {
         // guesser on the same address a new budget with every poll.)
         crate::sync::lock(&self.failures).remove(&crate::net::address_key(ip));
         let now = Instant::now();
-        let id = random_hex();
+        let id = crate::random::hex::<32>();
         let mut sessions = crate::sync::lock(&self.sessions);
         sessions.retain(|_, s| now.duration_since(s.created) < SESSION_LIFETIME);
         if sessions.len() >= MAX_SESSIONS
@@ -119,7 +119,7 @@ impl Sessions {
         {
             sessions.remove(&oldest);
         }
-        sessions.insert(id.clone(), Session { csrf: random_hex(), created: now });
+        sessions.insert(id.clone(), Session { csrf: crate::random::hex::<32>(), created: now });
         Login::Ok(id)
     }
 
@@ -139,11 +139,6 @@ impl Sessions {
 /// Reads one cookie's value from a `Cookie` header.
 pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     header.split(';').filter_map(|kv| kv.trim().split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
-}
-
-fn random_hex() -> String {
-    let bytes: [u8; 32] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
