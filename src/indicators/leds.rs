@@ -2,8 +2,7 @@
 //! that records every pin level with its time, and the driver that turns the machine's output
 //! into pin levels over time.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -36,23 +35,7 @@ pub struct PinChange {
 }
 
 /// The simulated backend's record of pin levels, shared with whoever inspects it.
-#[derive(Debug, Clone, Default)]
-pub struct PinLog(Arc<Mutex<VecDeque<PinChange>>>);
-
-impl PinLog {
-    fn push(&self, change: PinChange) {
-        let mut log = crate::sync::lock(&self.0);
-        if log.len() == PIN_LOG_CAPACITY {
-            log.pop_front();
-        }
-        log.push_back(change);
-    }
-
-    /// Every recorded change, oldest first.
-    pub fn changes(&self) -> Vec<PinChange> {
-        crate::sync::lock(&self.0).iter().copied().collect()
-    }
-}
+pub type PinLog = super::change_log::ChangeLog<PinChange, PIN_LOG_CAPACITY>;
 
 /// LEDs that exist only in memory: for machines without GPIO, and for tests.
 #[derive(Debug)]

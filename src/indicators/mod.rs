@@ -11,6 +11,7 @@
 mod task;
 
 #[cfg(feature = "speaker")]
+pub mod change_log;
 mod cpal_speaker;
 pub mod gpio;
 pub mod health;

@@ -1,9 +1,6 @@
 //! The shop speaker: a small [`Speaker`] trait, a registry of real backends (cpal, behind the
 //! `speaker` feature) and a simulated backend that is always there.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-
 use tokio::time::Instant;
 
 use super::tone::ToneSpec;
@@ -70,23 +67,7 @@ pub struct ToneChange {
 }
 
 /// The simulated speaker's record, shared with whoever inspects it.
-#[derive(Debug, Clone, Default)]
-pub struct ToneLog(Arc<Mutex<VecDeque<ToneChange>>>);
-
-impl ToneLog {
-    fn push(&self, change: ToneChange) {
-        let mut log = crate::sync::lock(&self.0);
-        if log.len() == TONE_LOG_CAPACITY {
-            log.pop_front();
-        }
-        log.push_back(change);
-    }
-
-    /// Every recorded change, oldest first.
-    pub fn changes(&self) -> Vec<ToneChange> {
-        crate::sync::lock(&self.0).iter().copied().collect()
-    }
-}
+pub type ToneLog = super::change_log::ChangeLog<ToneChange, TONE_LOG_CAPACITY>;
 
 /// A speaker that only records what it would play.
 #[derive(Debug)]
