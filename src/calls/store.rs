@@ -705,79 +705,32 @@ fn recover(dir: &Path, new_journal: bool) -> Result<Recovered, StoreError> {
     // A store from before the journal: its index is all there is, so it is kept as it opens.
     let migrating = new_journal && segments.is_empty() && sled_path.exists();
 
-    let (mut db, trusted, mut damage) = match open_index(&sled_path) {
-        Ok(db) if migrating => (Some(db), true, Vec::new()),
-        Ok(db) => match &marker {
-            Some(m) => match digest(&db) {
-                Ok(d) if d == m.digest => (Some(db), true, Vec::new()),
-                Ok(d) => {
-                    log::warn!(
-                        "call index {} does not match what was written at the last stop ({} keys, expected {}); rebuilding it from the journal",
-                        sled_path.display(),
-                        d.keys,
-                        m.digest.keys
-                    );
-                    (Some(db), false, Vec::new())
-                }
-                Err(why) => {
-                    log::warn!("call index {} is damaged ({why}); rebuilding it from the journal", sled_path.display());
-                    (Some(db), false, Vec::new())
-                }
-            },
-            None => {
-                if !segments.is_empty() {
-                    log::info!("the box did not stop cleanly; rebuilding the call index from the journal");
-                }
-                (Some(db), false, Vec::new())
-            }
-        },
-        Err(why) if migrating => {
-            let what =
-                format!("{} (the call log written before the journal) cannot be read: {why}", sled_path.display());
-            log::error!("{what}; starting with an empty call log");
-            (None, false, vec![what])
-        }
-        Err(why) => {
-            log::warn!("call index {} cannot be opened ({why}); rebuilding it from the journal", sled_path.display());
-            (None, false, Vec::new())
-        }
-    };
-    let from_seq = match (&marker, trusted) {
+    let index = judge_index(&sled_path, marker.as_ref(), migrating, !segments.is_empty());
+    let mut damage = index.damage;
+    let from_seq = match (&marker, index.trusted) {
         (_, false) => 0,
         (Some(m), true) => m.next_seq,
         (None, true) => u64::MAX, // migrating: the index is everything
     };
-    if !trusted {
-        drop(db.take());
-        if sled_path.exists() {
-            fs::remove_dir_all(&sled_path).map_err(|e| open_error(&sled_path, e))?;
+    let db = match (index.db, index.trusted) {
+        (Some(db), true) => db,
+        (untrusted, _) => {
+            drop(untrusted);
+            empty_index(&sled_path)?
         }
-        db = Some(open_index(&sled_path).map_err(|why| open_error(&sled_path, why))?);
-    }
-    let Some(db) = db else { unreachable!("the index is open on every path above") };
+    };
 
     let replay = replay_journal(&db, &segments, from_seq, marker.is_some())?;
     let journal_damage: Vec<String> = replay.damage;
     let mut next_seq = segments.last().map_or(1, |(seq, _)| seq + 1);
-    if migrating || (!journal_damage.is_empty() && trusted) {
+    if migrating || (!journal_damage.is_empty() && index.trusted) {
         // Everything is in the index: write the journal anew from it (for an old store, its
         // first journal; for a damaged journal, a whole one), keeping damaged files aside.
         for what in &journal_damage {
             log::warn!("{what}; repaired from the call index, nothing lost");
         }
         set_aside(&segments, &replay.damaged_files);
-        let records = db
-            .scan_prefix(RECORD_PREFIX)
-            .values()
-            .filter_map(Result::ok)
-            .filter_map(|v| serde_json::from_slice::<CallRecord>(&v).ok().map(|r| Entry::Put(Box::new(r))));
-        journal::write_segment(&journal_dir, next_seq, records).map_err(|e| open_error(&journal_dir, e))?;
-        for (_, path) in &segments {
-            if path.exists() {
-                fs::remove_file(path).map_err(|e| open_error(path, e))?;
-            }
-        }
-        journal::sync_dir(&journal_dir).map_err(|e| open_error(&journal_dir, e))?;
+        rewrite_journal(&db, &journal_dir, next_seq, &segments)?;
         next_seq += 1;
     } else if !journal_damage.is_empty() {
         for what in &journal_damage {
@@ -789,6 +742,80 @@ fn recover(dir: &Path, new_journal: bool) -> Result<Recovered, StoreError> {
     db.flush()?;
     let segment = Segment::create(&journal_dir, next_seq).map_err(|e| open_error(&journal_dir, e))?;
     Ok(Recovered { db, segment, damage })
+}
+
+/// The index as found at start-up, and whether it can be used as it is.
+struct IndexVerdict {
+    db: Option<sled::Db>,
+    trusted: bool,
+    damage: Vec<String>,
+}
+
+/// Opens the index at `sled_path` and decides whether to trust it: only when the clean marker's
+/// digest matches it, or when it is a store from before the journal (`migrating`).
+fn judge_index(sled_path: &Path, marker: Option<&CleanMarker>, migrating: bool, has_journal: bool) -> IndexVerdict {
+    let untrusted = |db| IndexVerdict { db, trusted: false, damage: Vec::new() };
+    match open_index(sled_path) {
+        Ok(db) if migrating => IndexVerdict { db: Some(db), trusted: true, damage: Vec::new() },
+        Ok(db) => match marker {
+            Some(m) => match digest(&db) {
+                Ok(d) if d == m.digest => IndexVerdict { db: Some(db), trusted: true, damage: Vec::new() },
+                Ok(d) => {
+                    log::warn!(
+                        "call index {} does not match what was written at the last stop ({} keys, expected {}); rebuilding it from the journal",
+                        sled_path.display(),
+                        d.keys,
+                        m.digest.keys
+                    );
+                    untrusted(Some(db))
+                }
+                Err(why) => {
+                    log::warn!("call index {} is damaged ({why}); rebuilding it from the journal", sled_path.display());
+                    untrusted(Some(db))
+                }
+            },
+            None => {
+                if has_journal {
+                    log::info!("the box did not stop cleanly; rebuilding the call index from the journal");
+                }
+                untrusted(Some(db))
+            }
+        },
+        Err(why) if migrating => {
+            let what =
+                format!("{} (the call log written before the journal) cannot be read: {why}", sled_path.display());
+            log::error!("{what}; starting with an empty call log");
+            IndexVerdict { db: None, trusted: false, damage: vec![what] }
+        }
+        Err(why) => {
+            log::warn!("call index {} cannot be opened ({why}); rebuilding it from the journal", sled_path.display());
+            untrusted(None)
+        }
+    }
+}
+
+/// Replaces whatever is at `sled_path` with a new, empty index.
+fn empty_index(sled_path: &Path) -> Result<sled::Db, StoreError> {
+    if sled_path.exists() {
+        fs::remove_dir_all(sled_path).map_err(|e| open_error(sled_path, e))?;
+    }
+    open_index(sled_path).map_err(|why| open_error(sled_path, why))
+}
+
+/// Writes every record of the index as segment `seq`, then removes the old `segments`.
+fn rewrite_journal(db: &sled::Db, journal_dir: &Path, seq: u64, segments: &[(u64, PathBuf)]) -> Result<(), StoreError> {
+    let records = db
+        .scan_prefix(RECORD_PREFIX)
+        .values()
+        .filter_map(Result::ok)
+        .filter_map(|v| serde_json::from_slice::<CallRecord>(&v).ok().map(|r| Entry::Put(Box::new(r))));
+    journal::write_segment(journal_dir, seq, records).map_err(|e| open_error(journal_dir, e))?;
+    for (_, path) in segments {
+        if path.exists() {
+            fs::remove_file(path).map_err(|e| open_error(path, e))?;
+        }
+    }
+    journal::sync_dir(journal_dir).map_err(|e| open_error(journal_dir, e))
 }
 
 /// What replaying the journal found.
