@@ -82,21 +82,7 @@ async fn serve(mut config: Config, listen: Option<SocketAddr>, admin_listen: Opt
     let mut activated = systemd::activated_listeners();
     let public = listener(&mut activated, public_addr, "server.listen").await?;
     let admin = listener(&mut activated, admin_addr, "admin.listen").await?;
-    // The port-80 socket (HTTP-01 and redirects) belongs to ACME mode.
-    let http_listener = match config.tls.mode {
-        TlsMode::Acme => match systemd::take_port(&mut activated, config.tls.acme.http_listen.port()) {
-            Some(std_listener) => {
-                std_listener.set_nonblocking(true)?;
-                log::info!(
-                    "tls.acme.http_listen: using the socket systemd passed for port {}",
-                    std_listener.local_addr()?.port()
-                );
-                Some(TcpListener::from_std(std_listener)?)
-            }
-            None => None,
-        },
-        _ => None,
-    };
+    let http_listener = acme_port_80(&config, &mut activated)?;
     for (addr, _) in &activated {
         log::warn!("socket activation: no listener is configured for port {} ({addr}); closing it", addr.port());
     }
@@ -111,6 +97,34 @@ async fn serve(mut config: Config, listen: Option<SocketAddr>, admin_listen: Opt
     let tls = crate::tls::Tls::start(&config, shutdown.clone(), http_listener).await?;
     let public_scheme = if tls.acceptor().is_some() { "https" } else { "http" };
 
+    print_banner(&config, public_scheme, public_addr, admin_addr);
+
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    log::info!("serving Twilio on {public_addr} ({public_scheme}), admin on {admin_addr}");
+    systemd::notify_ready();
+    systemd::spawn_watchdog(shutdown.clone());
+    Server::new(App::new(config, store, tls, shutdown), public, admin).run().await;
+    Ok(())
+}
+
+/// The port-80 socket systemd passed, in ACME mode (HTTP-01 challenges and redirects).
+fn acme_port_80(
+    config: &Config,
+    activated: &mut Vec<(SocketAddr, std::net::TcpListener)>,
+) -> anyhow::Result<Option<TcpListener>> {
+    if config.tls.mode != TlsMode::Acme {
+        return Ok(None);
+    }
+    let Some(std_listener) = systemd::take_port(activated, config.tls.acme.http_listen.port()) else {
+        return Ok(None);
+    };
+    std_listener.set_nonblocking(true)?;
+    log::info!("tls.acme.http_listen: using the socket systemd passed for port {}", std_listener.local_addr()?.port());
+    Ok(Some(TcpListener::from_std(std_listener)?))
+}
+
+/// The start banner on stdout: where the box listens (and, in dev mode, its secrets).
+fn print_banner(config: &Config, public_scheme: &str, public_addr: SocketAddr, admin_addr: SocketAddr) {
     // The banner is for whoever started the box; a closed stdout (a supervisor that stopped
     // reading) must not stop the service, so write errors are ignored.
     let mut banner = format!(
@@ -128,14 +142,6 @@ async fn serve(mut config: Config, listen: Option<SocketAddr>, admin_listen: Opt
     }
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
-    drop(out);
-
-    tokio::spawn(stop_on_signal(shutdown.clone()));
-    log::info!("serving Twilio on {public_addr} ({public_scheme}), admin on {admin_addr}");
-    systemd::notify_ready();
-    systemd::spawn_watchdog(shutdown.clone());
-    Server::new(App::new(config, store, tls, shutdown), public, admin).run().await;
-    Ok(())
 }
 
 /// The listener for `addr`: the one systemd passed for its port, or a freshly bound one.

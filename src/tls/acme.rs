@@ -264,23 +264,18 @@ impl AcmeManager {
 
     /// Runs until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut clock_wait_logged = false;
+        let mut waiting_for_clock = false;
         loop {
             let now = Timestamp::now();
             if let Some(why) = clock::implausible(now) {
-                if !clock_wait_logged {
-                    log::warn!("tls: not ordering or judging certificates yet: {why}");
-                    clock_wait_logged = true;
-                }
-                self.status.send_modify(|s| s.waiting_for = Some(why));
+                self.wait_for_clock(why, &mut waiting_for_clock);
                 if sleep_or_cancel(CLOCK_RECHECK, &shutdown).await {
                     return;
                 }
                 continue;
             }
-            if clock_wait_logged {
+            if std::mem::take(&mut waiting_for_clock) {
                 log::info!("tls: the clock is plausible now; certificate work resumes");
-                clock_wait_logged = false;
                 self.status.send_modify(|s| s.waiting_for = None);
             }
 
@@ -289,47 +284,73 @@ impl AcmeManager {
                 p = self.plan(now) => p,
                 () = shutdown.cancelled() => return,
             };
-            let mut at = plan.due;
-            if self.state.failures > 0
-                && let Some(backoff_until) = self.state.next_attempt
-            {
-                at = at.max(backoff_until);
-            }
+            let at = self.attempt_at(&plan);
             let now = Timestamp::now();
-            if at > now {
-                self.status.send_modify(|s| s.next_attempt = Some(at));
-                if self.last_logged_plan != Some(at) {
-                    log::info!("tls: next certificate order at {at} ({})", plan.reason);
-                    self.last_logged_plan = Some(at);
-                }
-                let wake = at.min(plan.recheck).min(add(now, self.settings.check_interval));
-                let wait = now.duration_until(wake).unsigned_abs().max(Duration::from_millis(10));
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = shutdown.cancelled() => return,
-                    Some(()) = next_hangup(&mut self.hangup) => self.reset_backoff("SIGHUP received"),
-                }
-                continue;
-            }
-
-            log::info!("tls: ordering a certificate for {}: {}", self.settings.domains.join(", "), plan.reason);
-            self.begin_attempt(now);
-            let outcome = tokio::select! {
-                r = tokio::time::timeout(ATTEMPT_TIMEOUT, self.order(plan.replaces)) => match r {
-                    Ok(r) => r,
-                    Err(_) => Err(TlsError::Order { context: "the order", message: format!("no answer within {ATTEMPT_TIMEOUT:?}") }),
-                },
-                () = shutdown.cancelled() => {
-                    self.clear_challenges();
-                    return;
-                }
+            let cancelled = if at > now {
+                self.sleep_until(at, &plan, now, &shutdown).await
+            } else {
+                self.attempt(plan, now, &shutdown).await
             };
-            self.clear_challenges();
-            match outcome {
-                Ok(loaded) => self.succeeded(loaded),
-                Err(e) => self.failed(&e),
+            if cancelled {
+                return;
             }
         }
+    }
+
+    /// A certificate cannot be judged or ordered with a clock before the build: say so once.
+    fn wait_for_clock(&mut self, why: String, logged: &mut bool) {
+        if !std::mem::replace(logged, true) {
+            log::warn!("tls: not ordering or judging certificates yet: {why}");
+        }
+        self.status.send_modify(|s| s.waiting_for = Some(why));
+    }
+
+    /// When the plan's order may go out: its due time, or after the backoff of failed ones.
+    fn attempt_at(&self, plan: &Plan) -> Timestamp {
+        match self.state.next_attempt {
+            Some(backoff_until) if self.state.failures > 0 => plan.due.max(backoff_until),
+            _ => plan.due,
+        }
+    }
+
+    /// Waits for the order's time (or the plan's next look, or SIGHUP); whether the box is
+    /// shutting down.
+    async fn sleep_until(&mut self, at: Timestamp, plan: &Plan, now: Timestamp, shutdown: &CancellationToken) -> bool {
+        self.status.send_modify(|s| s.next_attempt = Some(at));
+        if self.last_logged_plan != Some(at) {
+            log::info!("tls: next certificate order at {at} ({})", plan.reason);
+            self.last_logged_plan = Some(at);
+        }
+        let wake = at.min(plan.recheck).min(add(now, self.settings.check_interval));
+        let wait = now.duration_until(wake).unsigned_abs().max(Duration::from_millis(10));
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.cancelled() => return true,
+            Some(()) = next_hangup(&mut self.hangup) => self.reset_backoff("SIGHUP received"),
+        }
+        false
+    }
+
+    /// Orders a certificate now and records the outcome; whether the box is shutting down.
+    async fn attempt(&mut self, plan: Plan, now: Timestamp, shutdown: &CancellationToken) -> bool {
+        log::info!("tls: ordering a certificate for {}: {}", self.settings.domains.join(", "), plan.reason);
+        self.begin_attempt(now);
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(ATTEMPT_TIMEOUT, self.order(plan.replaces)) => match r {
+                Ok(r) => r,
+                Err(_) => Err(TlsError::Order { context: "the order", message: format!("no answer within {ATTEMPT_TIMEOUT:?}") }),
+            },
+            () = shutdown.cancelled() => {
+                self.clear_challenges();
+                return true;
+            }
+        };
+        self.clear_challenges();
+        match outcome {
+            Ok(loaded) => self.succeeded(loaded),
+            Err(e) => self.failed(&e),
+        }
+        false
     }
 
     /// Records the attempt and its would-be backoff on disk *before* talking to the CA.
