@@ -232,13 +232,18 @@ fn indicate_fault_uses_the_pins_of_a_broken_config_and_stops_on_sigterm() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // It says when the pattern shows; until then there is nothing to stop.
+    let mut err = String::new();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    while !err.contains("showing the fault pattern (simulated)") {
+        let read = std::io::BufRead::read_line(&mut stderr, &mut err).unwrap();
+        assert!(read > 0, "it ended without showing the fault: {err}");
+    }
     assert!(child.try_wait().unwrap().is_none(), "it keeps showing the fault until stopped");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("showing the fault pattern (simulated)"), "{err}");
+    std::io::Read::read_to_string(&mut stderr, &mut err).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}: {err}");
 }
 
 /// `callbox serve --config FILE` on loopback port 0, killed on drop.
@@ -258,12 +263,7 @@ impl ConfiguredBox {
             .spawn()
             .unwrap();
         let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let public = loop {
-            let line = lines.next().expect("serve exited before printing its addresses").unwrap();
-            if line.contains("public listener") {
-                break line.rsplit(' ').next().unwrap().trim_start_matches("http://").parse().unwrap();
-            }
-        };
+        let public = common::Banner::read(&mut lines, false).public();
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Self { child, public }

@@ -149,7 +149,7 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replays_with_fresh_idempotency_tokens_are_stored_once_and_do_not_grow_the_log() {
     let server = TestServer::start().await;
-    let sid = &format!("CA{:032x}", 0x52a);
+    let sid = &common::twilio_ws::call_sid(0x52a);
     let padding = "x".repeat(900);
     let p = [
         ("CallSid", sid.as_str()),

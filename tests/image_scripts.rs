@@ -6,7 +6,8 @@
 //! `image/build-image.sh` and `image/boot-test.sh`, run by hand.
 //!
 //! Needs root (file owners inside the image, `chown root`) and Debian's `dosfstools`,
-//! `mtools`, `fdisk` and `e2fsprogs`; CI runs as root with those installed.
+//! `mtools`, `fdisk` and `e2fsprogs`, so these are ignored by a plain `cargo test`; `.ci/run`
+//! runs them as root with those installed (`--include-ignored`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -19,19 +20,19 @@ fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-fn is_root() -> bool {
-    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
-}
+#[path = "common/needs.rs"]
+mod needs;
+use needs::{Need, require};
 
-/// The scripts need root; outside CI a developer may run `cargo test` as a normal user.
-macro_rules! require_root {
-    () => {
-        if !is_root() {
-            eprintln!("skipped: the image scripts need root (CI runs as root)");
-            return;
-        }
-    };
-}
+/// What each of these tests needs (the checker and the first-boot script use a subset).
+const NEEDS: [Need; 6] = [
+    Need::Root,
+    Need::Program("mkfs.vfat", "dosfstools"),
+    Need::Program("mcopy", "mtools"),
+    Need::Program("sfdisk", "fdisk"),
+    Need::Program("mkfs.ext4", "e2fsprogs"),
+    Need::Program("debugfs", "e2fsprogs"),
+];
 
 fn run(cmd: &mut Command) -> Output {
     cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
@@ -159,8 +160,9 @@ fn edit_root(img: &Path, dir: &Path, commands: &[&str]) {
 }
 
 #[test]
+#[ignore = "needs root, dosfstools, mtools, fdisk and e2fsprogs"]
 fn assembled_image_passes_the_checker() {
-    require_root!();
+    require(&NEEDS);
     let dir = tempfile::tempdir().unwrap();
     let img = build(dir.path(), "");
     let out = check(&img);
@@ -186,8 +188,9 @@ fn assembled_image_passes_the_checker() {
 }
 
 #[test]
+#[ignore = "needs root, dosfstools, mtools, fdisk and e2fsprogs"]
 fn checker_rejects_broken_images() {
-    require_root!();
+    require(&NEEDS);
     let dir = tempfile::tempdir().unwrap();
 
     // An account with an empty password in the base rootfs: a default login the owner never set.
@@ -255,8 +258,9 @@ const GOOD: &str = "public_url = \"https://calls.bobs-garage.com\"\n\n[admin]\nt
                     [twilio]\nauth_token = \"b026324c6904b2a9cb4b88d6d61c81d1\"\n\n[storage]\ndir = \"/var/lib/callbox\"\n";
 
 #[test]
+#[ignore = "needs root, dosfstools, mtools, fdisk and e2fsprogs"]
 fn first_boot_imports_protects_and_validates_the_owners_config() {
-    require_root!();
+    require(&NEEDS);
     let dir = tempfile::tempdir().unwrap();
     let (boot, etc) = (dir.path().join("boot"), dir.path().join("etc/callbox"));
     fs::create_dir_all(&boot).unwrap();

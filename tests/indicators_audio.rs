@@ -3,14 +3,22 @@
 //! by `pv`), and the captured PCM is checked for the tones' frequencies (Goertzel) and
 //! cadence. With no usable device, the same command warns and uses the simulated speaker.
 //!
-//! Needs `libasound2-dev` (to build), `pv` (pacing) and the stock `/usr/share/alsa/alsa.conf`.
+//! Needs `libasound2-dev` (to build), `pv` (pacing) and the stock `/usr/share/alsa/alsa.conf`;
+//! the capture test is ignored by a plain `cargo test` for that, and `.ci/run` runs it.
 //! Runs as a child process because ALSA reads its configuration once per process.
 
 #![allow(clippy::unwrap_used)]
 #![cfg(feature = "speaker")]
 
+#[path = "common/needs.rs"]
+mod needs;
+
 use std::path::Path;
 use std::process::{Command, Output};
+
+use needs::{Need, require};
+
+const ALSA_CONF: Need = Need::File("/usr/share/alsa/alsa.conf", "libasound2-data");
 
 /// Capture format the ALSA config asks `plug` to convert to.
 const RATE: usize = 48_000;
@@ -137,7 +145,9 @@ fn ms(samples: usize) -> i64 {
 }
 
 #[test]
+#[ignore = "needs pv and ALSA's alsa.conf"]
 fn selftest_plays_each_tone_with_its_frequencies_and_cadence_into_alsa() {
+    require(&[Need::Program("pv", "pv"), ALSA_CONF]);
     let dir = tempfile::tempdir().unwrap();
     let capture = dir.path().join("capture.raw");
     let asoundrc = format!(
@@ -203,7 +213,9 @@ pcm.capture_tap {{
 }
 
 #[test]
+#[ignore = "needs ALSA's alsa.conf"]
 fn selftest_without_an_output_device_warns_and_uses_the_simulated_speaker() {
+    require(&[ALSA_CONF]);
     let dir = tempfile::tempdir().unwrap();
     // A machine whose default device is a sound card that does not exist.
     let asoundrc = "</usr/share/alsa/alsa.conf>\npcm.!default { type hw card 7 }\n";

@@ -45,6 +45,17 @@ async fn server() -> TestServer {
     server
 }
 
+/// Waits (bounded) until the indicators publish a snapshot that `done` accepts.
+async fn wait_snapshot(server: &TestServer, what: &str, done: impl Fn(&callbox::indicators::Snapshot) -> bool) {
+    let mut rx = server.app.indicators.subscribe();
+    let seen = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|s| done(s))).await;
+    assert!(
+        seen.is_ok_and(|r| r.is_ok()),
+        "the indicators never showed {what}: {:?}",
+        server.app.indicators.snapshot()
+    );
+}
+
 /// Changes of `pin` since `from`, as (ms after `from`, electrical level).
 fn changes(server: &TestServer, pin: u8, from: Instant) -> Vec<(i64, bool)> {
     server
@@ -92,6 +103,8 @@ async fn an_incoming_call_blinks_its_pin_then_the_call_ends_and_ready_returns() 
     let params = incoming_params("CA00000000000000000000000000000001");
     let reply = server.post_signed("/api/v1/webhooks/incoming-call", &refs(&params)).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    wait_snapshot(&server, "the incoming call", |s| s.output.state == IndicatorState::Incoming).await;
+    // Not a synchronising sleep: the blink is what is measured, over five of its periods.
     tokio::time::sleep(Duration::from_millis(5 * BLINK_MS + BLINK_MS / 4)).await;
 
     let during = indicators(&server).await;
@@ -114,7 +127,10 @@ async fn an_incoming_call_blinks_its_pin_then_the_call_ends_and_ready_returns() 
 
     let end = Instant::now();
     status(&server, "CA00000000000000000000000000000001", "completed", "5").await;
-    tokio::time::sleep(Duration::from_millis(BLINK_MS)).await;
+    wait_snapshot(&server, "ready and silent after the call", |s| {
+        s.output.state == IndicatorState::Ready && !s.tone.playing
+    })
+    .await;
     let after = indicators(&server).await;
     assert_eq!((after["state"].as_str(), after["tone"]["playing"].as_bool()), (Some("ready"), Some(false)));
     let tail = changes(&server, INCOMING, end);
@@ -129,6 +145,8 @@ async fn a_missed_call_waits_until_acknowledged_through_the_admin_api() {
     let params = incoming_params(sid);
     server.post_signed("/api/v1/webhooks/incoming-call", &refs(&params)).await;
     status(&server, sid, "no-answer", "3").await;
+    wait_snapshot(&server, "the message waiting", |s| s.output.state == IndicatorState::MessageWaiting).await;
+    // The double blink is what is measured, over two of its periods.
     let watched = Duration::from_millis(2 * DOUBLE_BLINK_MS + DOUBLE_BLINK_MS / 4);
     tokio::time::sleep(watched).await;
     let snapshot = indicators(&server).await;

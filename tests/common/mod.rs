@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+pub mod banner;
+pub mod needs;
 pub mod pebble;
 
 use std::net::SocketAddr;
@@ -17,6 +19,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 pub mod twilio_ws;
+
+pub use banner::Banner;
+pub use needs::{Need, require};
 
 use callbox::app::App;
 use callbox::calls::Store;
@@ -451,30 +456,16 @@ impl BinServer {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = std::io::BufReader::new(stdout).lines();
-        let (mut public, mut admin, mut auth_token, mut admin_token) = (None, None, None, None);
-        while admin_token.is_none() {
-            let line = lines.next().expect("serve exited before printing its addresses").unwrap();
-            let value = |l: &str| l.rsplit(' ').next().unwrap().to_owned();
-            if line.contains("public listener") {
-                public = Some(value(&line).trim_start_matches("http://").parse().unwrap());
-            } else if line.contains("admin listener") {
-                admin = Some(value(&line).trim_start_matches("http://").parse().unwrap());
-            } else if line.contains("dev Twilio auth token") {
-                auth_token = Some(value(&line));
-            } else if line.contains("dev admin token") {
-                admin_token = Some(value(&line));
-            }
-        }
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let banner = Banner::read(&mut lines, true);
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Self {
             child,
-            public: public.unwrap(),
-            admin: admin.unwrap(),
-            auth_token: auth_token.unwrap(),
-            admin_token: admin_token.unwrap(),
+            public: banner.public(),
+            admin: banner.admin(),
+            auth_token: banner.auth_token(),
+            admin_token: banner.admin_token(),
             data_dir: data_dir.to_owned(),
         }
     }
@@ -534,6 +525,7 @@ impl TmpfsNamespace {
     /// Mounts a tmpfs of `size` (e.g. `16m`) in a new mount namespace.
     pub fn new(size: &str) -> Self {
         use std::io::BufRead;
+        require(&[Need::Root, needs::UNSHARE, needs::NSENTER]);
         let dir = tempfile::tempdir().unwrap();
         let mount = dir.path().join("mnt");
         std::fs::create_dir(&mount).unwrap();
@@ -543,7 +535,7 @@ impl TmpfsNamespace {
             .arg(&mount)
             .stdout(std::process::Stdio::piped())
             .spawn()
-            .expect("unshare (util-linux) as root");
+            .unwrap();
         let mut line = String::new();
         std::io::BufReader::new(holder.stdout.take().unwrap()).read_line(&mut line).unwrap();
         assert_eq!(line.trim(), "mounted", "mounting the tmpfs failed");
@@ -620,16 +612,35 @@ impl TestServer {
     }
 
     /// Waits (bounded) until the call's media stream has an outcome, and returns the record.
+    /// The outcome is saved just before the session announces its `stopped` event, so the
+    /// wait is on the call bus; the store is read once after subscribing (the stream may have
+    /// ended already) and again if this subscriber falls behind.
     pub async fn wait_stream_outcome(&self, call_sid: &str) -> callbox::calls::CallRecord {
-        for _ in 0..500 {
-            if let Some(r) = self.app.calls.store().get(call_sid).unwrap()
-                && r.stream.as_ref().is_some_and(|s| s.outcome.is_some())
-            {
+        use tokio::sync::broadcast::error::RecvError;
+        let ended = |r: &callbox::calls::CallRecord| r.stream.as_ref().is_some_and(|s| s.outcome.is_some());
+        let stored = || self.app.calls.store().get(call_sid).unwrap().filter(|r| ended(r));
+        let mut changes = self.app.calls.subscribe();
+        let wait = async {
+            if let Some(r) = stored() {
                 return r;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            loop {
+                match changes.recv().await {
+                    Ok(m) if m.record.call_sid == call_sid && ended(&m.record) => return m.record,
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => {
+                        if let Some(r) = stored() {
+                            return r;
+                        }
+                    }
+                    Err(RecvError::Closed) => panic!("the call bus closed before {call_sid}'s stream ended"),
+                }
+            }
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(10), wait).await {
+            Ok(record) => record,
+            Err(_) => panic!("call {call_sid} never got a stream outcome: {:?}", self.app.calls.store().get(call_sid)),
         }
-        panic!("call {call_sid} never got a stream outcome: {:?}", self.app.calls.store().get(call_sid).unwrap());
     }
 }
 
@@ -661,4 +672,18 @@ pub async fn request_from_ip(
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     Reply { status, headers, body }
+}
+
+/// A loopback port free for TCP and UDP right now, for a program outside this process that
+/// takes a port number (Pebble, chromedriver, systemd-socket-activate) and cannot be handed
+/// port 0 or a bound socket. The port is free when this returns, not reserved: a program that
+/// fails to bind it is a clear failure, not a silent one. The box itself always gets port 0.
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }

@@ -2,7 +2,9 @@
 //! subprocesses on loopback with their own config and a CA made for the test, killed on drop.
 //! Follows shared/reference/acme-pebble-recipe.md.
 
-use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket};
+use std::net::SocketAddr;
+
+pub use super::free_port;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -13,6 +15,11 @@ use rustls::pki_types::pem::PemObject;
 
 /// The name the box is reachable as; challtestsrv resolves every name to 127.0.0.1.
 pub const DOMAIN: &str = "shop.example.test";
+
+/// Debian's Pebble, the CA.
+pub const NEED_PEBBLE: super::Need = super::Need::Program("pebble", "pebble");
+/// And its DNS stand-in.
+pub const NEED_CHALLTESTSRV: super::Need = super::Need::Program("pebble-challtestsrv", "pebble");
 
 /// What the test wants from Pebble.
 #[derive(Clone, Copy, Debug)]
@@ -32,17 +39,6 @@ pub const EAB_KID: &str = "kid-1";
 /// Its HMAC key, base64url (the one in Debian's example config).
 pub const EAB_HMAC_KEY: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
 
-/// A port free on loopback for both TCP and UDP right now.
-pub fn free_port() -> u16 {
-    loop {
-        let tcp = StdTcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 /// Running Pebble + challtestsrv.
 pub struct Pebble {
     pub work: tempfile::TempDir,
@@ -57,6 +53,7 @@ pub struct Pebble {
 impl Pebble {
     /// Starts both daemons and waits until the directory answers.
     pub async fn start(opts: PebbleOpts) -> Self {
+        super::require(&[NEED_PEBBLE, NEED_CHALLTESTSRV]);
         let work = tempfile::tempdir().unwrap();
         // The CA for Pebble's own HTTPS listener (not the one that signs issued certificates).
         let ca_key = rcgen::KeyPair::generate().unwrap();
@@ -97,7 +94,7 @@ impl Pebble {
             .stderr(cts_log)
             .stdin(Stdio::null())
             .spawn()
-            .expect("pebble-challtestsrv (apt-get install pebble)");
+            .unwrap();
         let mut me = Self { work, acme_port, mgmt_port, dns_port, pebble: None, cts: Some(cts), starts: 0 };
         me.start_pebble().await;
         me
@@ -120,7 +117,7 @@ impl Pebble {
             .stderr(log)
             .stdin(Stdio::null())
             .spawn()
-            .expect("pebble (apt-get install pebble)");
+            .unwrap();
         self.pebble = Some(child);
         for _ in 0..200 {
             if let Ok((200, _)) = self.get(self.acme_port, "/dir").await {
