@@ -151,6 +151,7 @@ async fn check_layout_and_screenshot(c: &Client, name: &str, width: u32, height:
     assert_eq!(problems, json!([]), "layout problems at {width}px ({}):", path.display());
 }
 
+// Long on purpose: one owner's visit, step by step, in one browser session (a session is seconds to start).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium and chromedriver"]
 async fn owner_logs_in_watches_a_call_arrive_plays_it_and_logs_out() {

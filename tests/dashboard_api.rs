@@ -26,6 +26,7 @@ async fn log_in(server: &TestServer) -> String {
     cookie.split(';').next().unwrap().to_owned()
 }
 
+// Long on purpose: one session's life in order: login, use, CSRF refusals, logout.
 #[tokio::test]
 async fn login_session_csrf_and_logout() {
     let server = TestServer::start().await;
@@ -108,6 +109,7 @@ fn place_call<'a>(sid: &'a str, to: &'a str) -> Vec<(&'static str, &'a str)> {
     vec![("CallSid", sid), ("From", "+15035550123"), ("To", to), ("CallStatus", "ringing")]
 }
 
+// Long on purpose: calls placed, then every metric they must move, checked on one scrape.
 #[tokio::test]
 async fn metrics_parse_and_count_the_calls_placed() {
     let server = TestServer::start().await;
@@ -384,6 +386,7 @@ pub fn wav_bytes(samples: usize) -> Vec<u8> {
     v
 }
 
+// Long on purpose: a table of range requests and path attacks against one recording.
 #[tokio::test]
 async fn recordings_are_served_with_ranges_and_only_from_the_data_dir() {
     let server = TestServer::start().await;

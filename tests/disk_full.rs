@@ -127,6 +127,7 @@ async fn wait_admin(server: &BinServer, target: &str, pred: impl Fn(&serde_json:
     }
 }
 
+// Long on purpose: one disk's story in order: room, full mid-voicemail, space back, restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root and util-linux (a tmpfs in a private mount namespace)"]
 async fn a_full_disk_gets_503_and_the_box_recovers_without_losing_acknowledged_events() {

@@ -72,6 +72,7 @@ async fn duplicates_are_stored_once_and_late_events_never_move_a_call_back() {
 /// random moment while they are in flight, restarts it on the same store, and repeats; at the
 /// end every callback that got a 2xx must be in the store. `CALLBOX_CRASH_ROUNDS` sets the
 /// number of rounds (default 50).
+// Long on purpose: one loop of rounds (storm, kill, restart, check); the steps share its counters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_events_survive_sigkill() {
     let rounds: u64 = std::env::var("CALLBOX_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);

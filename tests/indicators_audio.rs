@@ -144,6 +144,7 @@ fn ms(samples: usize) -> i64 {
     (samples * 1000 / RATE) as i64
 }
 
+// Long on purpose: one capture, then each tone's checks on it.
 #[test]
 #[ignore = "needs pv and ALSA's alsa.conf"]
 fn selftest_plays_each_tone_with_its_frequencies_and_cadence_into_alsa() {

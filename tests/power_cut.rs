@@ -127,6 +127,7 @@ fn leave_voicemail(server: &BinServer) -> Option<String> {
     Some(sid.to_owned())
 }
 
+// Long on purpose: one loop of rounds (storm, cut, fsck, restart, check); the steps share its counters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root, util-linux and e2fsprogs (a loop-mounted ext4)"]
 async fn acknowledged_events_and_voicemails_survive_power_cuts() {

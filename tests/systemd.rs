@@ -84,6 +84,7 @@ fn wait_for(sock: &UnixDatagram, seen: &mut Vec<String>, want: &str) -> bool {
     false
 }
 
+// Long on purpose: one life of the service as systemd sees it, start to stop, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs systemd-socket-activate"]
 async fn socket_activation_with_ready_watchdog_and_stopping() {
@@ -197,6 +198,8 @@ impl SystemdBox {
 
     /// Prepares `dir` (once: later boots keep its /etc, like a reboot keeps the card and the
     /// root partition) and boots; returns when systemd has finished starting up.
+    // Long on purpose: a boot is one sequence whose order matters (copy /etc, install the
+    // units, a cgroup, PID 1 in a namespace, wait for startup); each step is commented.
     fn boot(dir: &Path, ports: (u16, u16)) -> SystemdBox {
         let cgroup_root = Self::cgroup2_root();
         let etc = dir.join("etc");
@@ -451,6 +454,7 @@ fn box_config(public_port: u16, admin_port: u16, admin_token: &str) -> String {
 /// Issue 9: with a bad config, each connection to 443 used to start callbox.service, which
 /// exited 78 without taking it, so the queued connection started it again until systemd failed
 /// callbox.socket with `service-start-limit-hit`; nothing listened again until a reboot.
+// Long on purpose: one installer's story across three boots (bad card, fixed card, reboot).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root, unshare, systemd and cgroup2 (systemd as PID 1 in a namespace)"]
 async fn bad_config_under_real_systemd_fails_once_and_recovers() {

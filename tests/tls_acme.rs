@@ -39,6 +39,7 @@ async fn incoming_call_over(server: &TestServer, conn: &mut TlsConn, sid: &str) 
     assert!(reply.text().contains("<Stream"), "{}", reply.text());
 }
 
+// Long on purpose: one certificate's life: issued, served, kept across a restart.
 #[tokio::test]
 #[ignore = "needs pebble (a real ACME CA)"]
 async fn tls_alpn_01_certificate_is_served_and_reused_after_restart() {
@@ -189,6 +190,7 @@ async fn renewal_serves_new_certificate_to_new_connections_and_keeps_open_ones()
     server.stop().await;
 }
 
+// Long on purpose: one outage in order: CA up, down, back, and what the box does at each step.
 #[tokio::test]
 #[ignore = "needs pebble (a real ACME CA)"]
 async fn ca_outage_keeps_serving_backs_off_and_recovers() {
@@ -271,6 +273,7 @@ struct FakeAri {
     window_ahead: (jiff::Timestamp, jiff::Timestamp),
 }
 
+// Long on purpose: the whole stand-in CA directory with its ARI endpoint in one place.
 async fn fake_ari(mut directory: serde_json::Value) -> FakeAri {
     use hyper::service::service_fn;
     let ca_key = rcgen::KeyPair::generate().unwrap();
@@ -425,6 +428,7 @@ async fn external_account_binding_is_sent_when_the_ca_requires_it() {
     server.stop().await;
 }
 
+// Long on purpose: one installer's sequence: a bad setting, the backoff, the fix, the retry.
 #[tokio::test]
 #[ignore = "needs pebble (a real ACME CA)"]
 async fn a_corrected_config_or_retry_now_is_not_held_back_by_the_old_backoff() {

@@ -77,6 +77,7 @@ async fn served_serial(server: &TestServer, ca: &TestCa) -> String {
     server.tls_conn(&[ca.root()]).await.unwrap().leaf_serial()
 }
 
+// Long on purpose: one certificate's replacements in order, each checked by a new connection.
 #[tokio::test]
 async fn replaced_files_switch_the_certificate_and_bad_files_keep_the_old_one() {
     let ca = TestCa::new();

@@ -164,6 +164,7 @@ async fn query_strings_are_signed_as_received() {
     assert_eq!(server.post_form(&target, &params, Some(&decoded_sig)).await.status, StatusCode::FORBIDDEN);
 }
 
+// Long on purpose: a table of bad requests and the answer each gets, on one server.
 #[tokio::test]
 async fn bad_requests_get_clear_4xx_and_the_server_carries_on() {
     let server = TestServer::start().await;
