@@ -91,23 +91,13 @@ fn selftest(dir: &Path, asoundrc: &str) -> Output {
     out
 }
 
-/// Power of `freq` in `samples`, normalised by length.
-fn goertzel(samples: &[f32], freq: f64) -> f64 {
-    let coeff = 2.0 * (std::f64::consts::TAU * freq / RATE as f64).cos();
-    let (mut s1, mut s2) = (0.0f64, 0.0f64);
-    for x in samples {
-        let s0 = f64::from(*x) + coeff * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    (s1 * s1 + s2 * s2 - coeff * s1 * s2) / (samples.len() as f64).powi(2)
-}
-
 /// The strongest frequencies from 200 to 1500 Hz in 10 Hz steps, strongest first, each at
 /// least 30 Hz from a stronger one.
 fn dominant(samples: &[f32], count: usize) -> Vec<(f64, f64)> {
-    let mut scan: Vec<(f64, f64)> =
-        (20..=150).map(|f| f64::from(f) * 10.0).map(|f| (f, goertzel(samples, f))).collect();
+    let mut scan: Vec<(f64, f64)> = (20..=150)
+        .map(|f| f64::from(f) * 10.0)
+        .map(|f| (f, callbox::indicators::tone::power_at(samples, RATE as f64, f)))
+        .collect();
     scan.sort_by(|a, b| b.1.total_cmp(&a.1));
     let mut peaks: Vec<(f64, f64)> = Vec::new();
     for (f, p) in scan {

@@ -191,21 +191,22 @@ impl Synth {
     }
 }
 
+/// The power of `freq` in `samples` taken at `rate` (Goertzel), normalised by length: how
+/// the tone tests, in-process and through ALSA, tell which frequencies were played.
+pub fn power_at(samples: &[f32], rate: f64, freq: f64) -> f64 {
+    let coeff = 2.0 * (std::f64::consts::TAU * freq / rate).cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for x in samples {
+        let s0 = f64::from(*x) + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    if samples.is_empty() { 0.0 } else { (s1 * s1 + s2 * s2 - coeff * s1 * s2) / (samples.len() as f64).powi(2) }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-
-    /// Power of `freq` in `samples` (Goertzel), normalised by length.
-    pub(crate) fn goertzel(samples: &[f32], rate: f64, freq: f64) -> f64 {
-        let coeff = 2.0 * (std::f64::consts::TAU * freq / rate).cos();
-        let (mut s1, mut s2) = (0.0f64, 0.0f64);
-        for x in samples {
-            let s0 = f64::from(*x) + coeff * s1 - s2;
-            s2 = s1;
-            s1 = s0;
-        }
-        (s1 * s1 + s2 * s2 - coeff * s1 * s2) / (samples.len() as f64).powi(2)
-    }
 
     fn spec(freqs: &[f64], cadence_ms: &[u64]) -> ToneSpec {
         ToneSpec {
@@ -230,7 +231,7 @@ pub(crate) mod tests {
         let off = &samples[1600..2400];
         assert!(off.iter().all(|s| *s == 0.0), "off segment is silent");
         assert!(on.iter().all(|s| s.abs() <= 0.8 + 1e-6), "volume bounds the peak");
-        let power = |f| goertzel(on, f64::from(rate), f);
+        let power = |f| power_at(on, f64::from(rate), f);
         for other in [350.0, 400.0, 460.0, 520.0, 620.0] {
             assert!(power(440.0) > 20.0 * power(other), "440 dominates {other}");
             assert!(power(480.0) > 20.0 * power(other), "480 dominates {other}");
