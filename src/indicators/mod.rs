@@ -10,8 +10,8 @@
 
 mod task;
 
-#[cfg(feature = "speaker")]
 pub mod change_log;
+#[cfg(feature = "speaker")]
 mod cpal_speaker;
 pub mod gpio;
 pub mod health;
