@@ -10,8 +10,6 @@ use std::io::BufRead as _;
 use std::process::{Command, Stdio};
 
 use common::*;
-
-const JOURNALCTL: Need = Need::Program("journalctl", "systemd");
 use http::StatusCode;
 
 const SCRIPT: &str = r#"
@@ -38,7 +36,12 @@ kill "$jpid"
 #[tokio::test]
 #[ignore = "needs root, unshare and systemd-journald"]
 async fn call_events_reach_journald_with_call_fields() {
-    require(&[Need::Root, needs::UNSHARE, Need::File("/lib/systemd/systemd-journald", "systemd"), JOURNALCTL]);
+    require(&[
+        Need::Root,
+        needs::UNSHARE,
+        Need::File("/lib/systemd/systemd-journald", "systemd"),
+        Need::Program("journalctl", "systemd"),
+    ]);
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("run.sh");
     std::fs::write(&script, SCRIPT).unwrap();
@@ -50,7 +53,7 @@ async fn call_events_reach_journald_with_call_fields() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("unshare (util-linux) as root");
+        .unwrap();
 
     // The server's stdout is this script's: its start banner says where it listens.
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();

@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::sync::Arc;
 
 use callbox::config::{AcmeChallenge, Config, TlsMode};
-use common::pebble::{DOMAIN, Pebble, PebbleOpts, free_port};
+use common::pebble::{DOMAIN, Pebble, PebbleOpts};
 use common::*;
 use http::StatusCode;
 use tokio::net::TcpListener;

@@ -675,8 +675,8 @@ pub async fn request_from_ip(
 }
 
 /// A loopback port free for TCP and UDP right now, for a program outside this process that
-/// takes a port number (Pebble, chromedriver, systemd-socket-activate) and cannot be handed
-/// port 0 or a bound socket. The port is free when this returns, not reserved: a program that
+/// takes a port number (Pebble, systemd-socket-activate) and cannot be handed port 0 or a
+/// bound socket. The port is free when this returns, not reserved: a program that
 /// fails to bind it is a clear failure, not a silent one. The box itself always gets port 0.
 pub fn free_port() -> u16 {
     loop {

@@ -3,8 +3,6 @@
 //! Follows shared/reference/acme-pebble-recipe.md.
 
 use std::net::SocketAddr;
-
-pub use super::free_port;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -12,6 +10,8 @@ use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
+
+use super::free_port;
 
 /// The name the box is reachable as; challtestsrv resolves every name to 127.0.0.1.
 pub const DOMAIN: &str = "shop.example.test";
