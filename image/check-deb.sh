@@ -10,7 +10,8 @@ grep -q "Architecture: arm64" <<<"$info" || fail "not an arm64 package"
 grep -q "Depends:.*libasound2" <<<"$info" || fail "missing libasound2 dependency"
 grep -q "Depends:.*libc6 (>= 2.34)" <<<"$info" || fail "missing the glibc floor"
 for f in ./usr/bin/callbox ./usr/lib/systemd/system/callbox.service ./usr/lib/systemd/system/callbox.socket \
-         ./usr/share/callbox/callbox.toml.example ./usr/share/doc/callbox/README.md; do
+         ./usr/share/callbox/callbox.toml.example ./usr/share/doc/callbox/README.md \
+         ./usr/lib/udev/rules.d/60-callbox-gpio.rules; do
     grep -q " $f\$" <<<"$contents" || fail "missing $f"
 done
 for s in postinst postrm prerm; do

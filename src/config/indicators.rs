@@ -8,8 +8,12 @@ use super::ConfigError;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IndicatorsConfig {
-    /// `auto` (GPIO when the box is a Raspberry Pi, simulated otherwise), `gpio` or `sim`.
+    /// `auto` (GPIO when the box is a Raspberry Pi, simulated otherwise), `gpio`, `gpiomem`,
+    /// `cdev` or `sim`.
     pub leds: LedBackendChoice,
+    /// The GPIO chip for the character device backend: its label (e.g. `pinctrl-bcm2711`),
+    /// name (`gpiochip0`) or path. Unset: the Pi SoC's own controller.
+    pub gpio_chip: Option<String>,
     /// `auto` (the default ALSA output when one opens, simulated otherwise) or `sim`.
     pub speaker: SpeakerBackendChoice,
     /// True when the LEDs are wired so that a low pin lights them.
@@ -46,6 +50,7 @@ impl Default for IndicatorsConfig {
         let led = |pin: u8, pattern, period_ms| LedConfig { pins: vec![pin], pattern, period_ms, many_pattern: None };
         Self {
             leds: LedBackendChoice::Auto,
+            gpio_chip: None,
             speaker: SpeakerBackendChoice::Auto,
             active_low: false,
             ready: led(17, Solid, 1000),
@@ -71,8 +76,13 @@ pub enum LedBackendChoice {
     /// GPIO when available, else simulated with one log line saying why.
     #[default]
     Auto,
-    /// GPIO; when it is unavailable that is logged as an error (and `selftest` fails).
+    /// GPIO (rppal where `/dev/gpiomem` exists, else the character device); when it is
+    /// unavailable that is logged as an error (and `selftest` fails).
     Gpio,
+    /// GPIO through rppal and `/dev/gpiomem` only (Raspberry Pi OS).
+    Gpiomem,
+    /// GPIO through the character device (`/dev/gpiochipN`) only.
+    Cdev,
     /// Simulated (no pins are touched).
     Sim,
 }
@@ -198,6 +208,14 @@ impl IndicatorsConfig {
             ("indicators.message_waiting.pins", &self.message_waiting),
             ("indicators.fault.pins", &self.fault),
         ];
+        if let Some(chip) = &self.gpio_chip
+            && chip.trim().is_empty()
+        {
+            errs.push(ConfigError::invalid(
+                "indicators.gpio_chip",
+                "is empty; remove it or set a chip label such as \"pinctrl-bcm2711\"",
+            ));
+        }
         for (key, led) in leds {
             if let Some(pin) = led.pins.iter().find(|pin| **pin > 27) {
                 errs.push(ConfigError::invalid(key, format!("BCM pin {pin} does not exist; use 0 to 27")));

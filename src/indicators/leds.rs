@@ -19,7 +19,7 @@ const PIN_LOG_CAPACITY: usize = 16 * 1024;
 pub trait Leds: Send {
     /// Drives `pin` to an electrical level (high = 3.3 V).
     fn write(&mut self, pin: u8, high: bool);
-    /// `gpio` or `simulated`.
+    /// `gpio` (rppal), `gpio-cdev` or `simulated`.
     fn backend(&self) -> &'static str;
 }
 
@@ -62,24 +62,54 @@ impl Leds for SimLeds {
     }
 }
 
+/// Why no real GPIO backend could be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LedsError {
+    /// rppal's `/dev/gpiomem` path (Raspberry Pi OS).
+    #[error("GPIO through /dev/gpiomem: {0}")]
+    Mem(#[from] super::gpio::GpioError),
+    /// The GPIO character device (every other kernel, the SD image's included).
+    #[error("GPIO character device: {0}")]
+    Cdev(#[from] super::gpio_cdev::CdevError),
+}
+
 /// Opens the configured backend. `auto` falls back to the simulated one with one log line
-/// saying why; `gpio` fails instead.
-pub fn open(config: &IndicatorsConfig, log: PinLog) -> Result<Box<dyn Leds>, super::gpio::GpioError> {
+/// saying why; `gpio`, `gpiomem` and `cdev` fail instead.
+pub fn open(config: &IndicatorsConfig, log: PinLog) -> Result<Box<dyn Leds>, LedsError> {
     let pins = all_pins(config);
     match config.leds {
         LedBackendChoice::Sim => Ok(Box::new(SimLeds::new(log))),
-        LedBackendChoice::Gpio => Ok(Box::new(super::gpio::GpioLeds::open(&pins, config.active_low)?)),
-        LedBackendChoice::Auto => match super::gpio::GpioLeds::open(&pins, config.active_low) {
-            Ok(gpio) => {
-                log::info!("LEDs on GPIO (BCM pins {pins:?})");
-                Ok(Box::new(gpio))
-            }
+        LedBackendChoice::Gpio => open_gpio(config, &pins),
+        LedBackendChoice::Gpiomem => Ok(open_gpiomem(config, &pins)?),
+        LedBackendChoice::Cdev => Ok(open_cdev(config, &pins)?),
+        LedBackendChoice::Auto => match open_gpio(config, &pins) {
+            Ok(gpio) => Ok(gpio),
             Err(e) => {
                 log::warn!("GPIO unavailable ({e}); LEDs are simulated");
                 Ok(Box::new(SimLeds::new(log)))
             }
         },
     }
+}
+
+/// rppal where Raspberry Pi OS gives it `/dev/gpiomem` (and no chip is named), the
+/// character device everywhere else.
+fn open_gpio(config: &IndicatorsConfig, pins: &BTreeSet<u8>) -> Result<Box<dyn Leds>, LedsError> {
+    let gpiomem = ["/dev/gpiomem", "/dev/gpiomem0"].iter().any(|p| std::path::Path::new(p).exists());
+    if config.gpio_chip.is_none() && gpiomem { Ok(open_gpiomem(config, pins)?) } else { Ok(open_cdev(config, pins)?) }
+}
+
+fn open_gpiomem(config: &IndicatorsConfig, pins: &BTreeSet<u8>) -> Result<Box<dyn Leds>, super::gpio::GpioError> {
+    let leds = super::gpio::GpioLeds::open(pins, config.active_low)?;
+    log::info!("LEDs on GPIO through /dev/gpiomem (BCM pins {pins:?})");
+    Ok(Box::new(leds))
+}
+
+fn open_cdev(config: &IndicatorsConfig, pins: &BTreeSet<u8>) -> Result<Box<dyn Leds>, super::gpio_cdev::CdevError> {
+    let leds = super::gpio_cdev::CdevLeds::open(config.gpio_chip.as_deref(), pins, config.active_low)?;
+    log::info!("LEDs on GPIO lines {pins:?} of {} (consumer \"{}\")", leds.chip(), super::gpio_cdev::CONSUMER);
+    Ok(Box::new(leds))
 }
 
 fn all_pins(config: &IndicatorsConfig) -> BTreeSet<u8> {

@@ -14,6 +14,7 @@ pub mod change_log;
 #[cfg(feature = "speaker")]
 mod cpal_speaker;
 pub mod gpio;
+pub mod gpio_cdev;
 pub mod health;
 pub mod leds;
 pub mod machine;

@@ -24,7 +24,7 @@ const TONE_GAP: Duration = Duration::from_millis(500);
 pub enum SelftestError {
     /// GPIO was required and is unavailable.
     #[error(transparent)]
-    Gpio(#[from] super::gpio::GpioError),
+    Gpio(#[from] super::leds::LedsError),
     /// Writing the progress failed.
     #[error("cannot write progress: {0}")]
     Output(#[from] std::io::Error),
