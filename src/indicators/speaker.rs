@@ -99,22 +99,71 @@ impl Speaker for SimSpeaker {
 }
 
 /// Opens the configured speaker. Blocks while a device opens (call it off the async
-/// threads). With no usable device it warns once and returns the simulated speaker.
+/// threads). With no usable device it warns once and returns the simulated speaker, which
+/// looks for a device again when a ring starts (see [`LateDevice`]).
 pub fn open(config: &IndicatorsConfig, tones: &[ToneSpec], log: ToneLog) -> Box<dyn Speaker> {
     if config.speaker == SpeakerBackendChoice::Sim {
         return Box::new(SimSpeaker::new(log));
     }
+    let reasons = match open_real(tones) {
+        Ok(speaker) => return speaker,
+        Err(reasons) => reasons,
+    };
+    if BACKENDS.is_empty() {
+        log::warn!("no audio output: built without the `speaker` feature; the ring tone is simulated");
+        return Box::new(SimSpeaker::new(log));
+    }
+    log::warn!("no audio output device ({reasons}); the ring tone is simulated until one appears");
+    Box::new(LateDevice { tones: tones.to_vec(), sim: SimSpeaker::new(log), real: None, last_try: Instant::now() })
+}
+
+fn open_real(tones: &[ToneSpec]) -> Result<Box<dyn Speaker>, String> {
     let mut reasons = Vec::new();
     for (name, opener) in BACKENDS {
         match opener(tones) {
-            Ok(speaker) => return speaker,
+            Ok(speaker) => return Ok(speaker),
             Err(e) => reasons.push(format!("{name}: {e}")),
         }
     }
-    if reasons.is_empty() {
-        log::warn!("no audio output: built without the `speaker` feature; the ring tone is simulated");
-    } else {
-        log::warn!("no audio output device ({}); the ring tone is simulated", reasons.join("; "));
+    Err(reasons.join("; "))
+}
+
+/// How often a ring may look for an audio device that was missing.
+const LATE_DEVICE_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `speaker = "auto"` with no device at start: a USB speaker plugged in later, or one that
+/// the kernel had not enumerated yet when the service started (as seen on the SD image),
+/// is taken at the next ring instead of only at the next restart.
+struct LateDevice {
+    tones: Vec<ToneSpec>,
+    sim: SimSpeaker,
+    real: Option<Box<dyn Speaker>>,
+    last_try: Instant,
+}
+
+impl Speaker for LateDevice {
+    fn play(&mut self, index: usize) {
+        if self.real.is_none() && self.last_try.elapsed() >= LATE_DEVICE_RETRY {
+            self.last_try = Instant::now();
+            // Opening takes milliseconds when there is nothing to open, and this runs only at
+            // the start of a ring, at most every LATE_DEVICE_RETRY.
+            if let Ok(speaker) = open_real(&self.tones) {
+                log::info!("audio output found ({}); the ring tone plays on it from now on", speaker.backend());
+                self.real = Some(speaker);
+            }
+        }
+        match &mut self.real {
+            Some(real) => real.play(index),
+            None => self.sim.play(index),
+        }
     }
-    Box::new(SimSpeaker::new(log))
+    fn stop(&mut self) {
+        if let Some(real) = &mut self.real {
+            real.stop();
+        }
+        self.sim.stop();
+    }
+    fn backend(&self) -> &'static str {
+        self.real.as_ref().map_or("simulated", |r| r.backend())
+    }
 }
