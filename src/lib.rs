@@ -11,6 +11,7 @@
 
 pub mod app;
 pub mod calls;
+pub mod card;
 pub mod cli;
 pub mod config;
 pub mod dashboard;

@@ -1,6 +1,7 @@
-//! The command line: `serve`, `check`, `calls`, `simulate-call`, `selftest`.
+//! The command line: `serve`, `check`, `calls`, `simulate-call`, `selftest`, `indicate`, `card`.
 
 mod calls;
+mod card;
 mod indicate;
 mod selftest;
 mod serve;
@@ -40,6 +41,8 @@ enum Command {
     Selftest(selftest::SelftestArgs),
     /// Show an indicator pattern by itself, e.g. `indicate fault` when the box cannot start.
     Indicate(indicate::IndicateArgs),
+    /// The SD image's helpers: Wi-Fi from `[network]`, callbox-status.txt on the boot partition.
+    Card(card::CardArgs),
 }
 
 /// Where to find the configuration: a file, or dev mode.
@@ -73,6 +76,7 @@ pub fn main() -> ExitCode {
         Command::SimulateCall(args) => report(simulate::run(args)),
         Command::Selftest(args) => report(selftest::run(args)),
         Command::Indicate(args) => report(indicate::run(args)),
+        Command::Card(args) => report(card::run(args)),
     }
 }
 

@@ -9,6 +9,7 @@ mod error;
 mod indicators;
 mod log;
 mod media;
+mod network;
 mod public_url;
 mod secret;
 mod server;
@@ -29,6 +30,7 @@ pub use indicators::{
 };
 pub use log::LogConfig;
 pub use media::{FlowKind, MediaConfig};
+pub use network::{NetworkConfig, is_hex_key as network_is_hex_key};
 pub use public_url::{PublicUrl, Scheme};
 pub use secret::Secret;
 pub use server::ServerConfig;
@@ -64,6 +66,8 @@ struct RawConfig {
     media: MediaConfig,
     #[serde(default)]
     indicators: IndicatorsConfig,
+    #[serde(default)]
+    network: NetworkConfig,
 }
 
 /// The validated configuration the box runs with.
@@ -88,6 +92,8 @@ pub struct Config {
     pub media: MediaConfig,
     /// LEDs and ring tone in the shop.
     pub indicators: IndicatorsConfig,
+    /// Wi-Fi on the SD image.
+    pub network: NetworkConfig,
     /// True for `serve --dev`.
     pub dev: bool,
 }
@@ -149,6 +155,7 @@ impl Config {
             log: raw.log,
             media: raw.media,
             indicators: raw.indicators,
+            network: raw.network,
             dev: false,
         };
         config.apply_env(env);
@@ -171,6 +178,7 @@ impl Config {
             log: LogConfig::default(),
             media: MediaConfig::default(),
             indicators: IndicatorsConfig::default(),
+            network: NetworkConfig::default(),
             dev: true,
         }
     }
@@ -208,6 +216,7 @@ impl Config {
         self.twilio.validate_call_handling(errs);
         self.media.validate(errs);
         self.indicators.validate(errs);
+        self.network.validate(errs);
         self.log.validate(errs);
     }
 
