@@ -91,43 +91,13 @@ fn selftest(dir: &Path, asoundrc: &str) -> Output {
     out
 }
 
-/// The strongest frequencies from 200 to 1500 Hz in 10 Hz steps, strongest first, each at
-/// least 30 Hz from a stronger one.
 fn dominant(samples: &[f32], count: usize) -> Vec<(f64, f64)> {
-    let mut scan: Vec<(f64, f64)> = (20..=150)
-        .map(|f| f64::from(f) * 10.0)
-        .map(|f| (f, callbox::indicators::tone::power_at(samples, RATE as f64, f)))
-        .collect();
-    scan.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let mut peaks: Vec<(f64, f64)> = Vec::new();
-    for (f, p) in scan {
-        if peaks.iter().all(|(pf, _)| (pf - f).abs() >= 30.0) {
-            peaks.push((f, p));
-        }
-        if peaks.len() == count + 1 {
-            break;
-        }
-    }
-    peaks
+    callbox::indicators::tone::dominant(samples, RATE as f64, count)
 }
 
 /// (start, length) of each run of sound, in samples of the left channel.
 fn bursts(left: &[f32]) -> Vec<(usize, usize)> {
-    let loud: Vec<bool> =
-        left.chunks(WINDOW).map(|w| (w.iter().map(|s| s * s).sum::<f32>() / w.len() as f32).sqrt() > 0.05).collect();
-    let mut runs = Vec::new();
-    let mut start = None;
-    for (i, on) in loud.iter().chain([&false]).enumerate() {
-        match (start, *on) {
-            (None, true) => start = Some(i),
-            (Some(s), false) => {
-                runs.push((s * WINDOW, (i - s) * WINDOW));
-                start = None;
-            }
-            _ => {}
-        }
-    }
-    runs
+    callbox::indicators::tone::bursts(left, WINDOW, 0.05)
 }
 
 fn ms(samples: usize) -> i64 {

@@ -204,6 +204,47 @@ pub fn power_at(samples: &[f32], rate: f64, freq: f64) -> f64 {
     if samples.is_empty() { 0.0 } else { (s1 * s1 + s2 * s2 - coeff * s1 * s2) / (samples.len() as f64).powi(2) }
 }
 
+/// The strongest frequencies from 200 to 1500 Hz in 10 Hz steps, strongest first, each at
+/// least 30 Hz from a stronger one: `count` of them and the next one (to compare against).
+pub fn dominant(samples: &[f32], rate: f64, count: usize) -> Vec<(f64, f64)> {
+    let mut scan: Vec<(f64, f64)> =
+        (20..=150).map(|f| f64::from(f) * 10.0).map(|f| (f, power_at(samples, rate, f))).collect();
+    scan.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut peaks: Vec<(f64, f64)> = Vec::new();
+    for (f, p) in scan {
+        if peaks.iter().all(|(pf, _)| (pf - f).abs() >= 30.0) {
+            peaks.push((f, p));
+        }
+        if peaks.len() == count + 1 {
+            break;
+        }
+    }
+    peaks
+}
+
+/// (start, length) in samples of each run of sound: windows of `window` samples whose RMS
+/// is above `threshold` (of full scale 1.0).
+pub fn bursts(samples: &[f32], window: usize, threshold: f32) -> Vec<(usize, usize)> {
+    let window = window.max(1);
+    let loud: Vec<bool> = samples
+        .chunks(window)
+        .map(|w| (w.iter().map(|s| s * s).sum::<f32>() / w.len() as f32).sqrt() > threshold)
+        .collect();
+    let mut runs = Vec::new();
+    let mut start = None;
+    for (i, on) in loud.iter().chain([&false]).enumerate() {
+        match (start, *on) {
+            (None, true) => start = Some(i),
+            (Some(s), false) => {
+                runs.push((s * window, (i - s) * window));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    runs
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
