@@ -80,10 +80,7 @@ mod tests {
     use crate::config::EnvSecrets;
 
     fn config(extra: &str) -> Config {
-        let env = EnvSecrets {
-            twilio_auth_token: Some("0cc175b9c0f1b6a831c399e269772661".into()),
-            admin_token: Some("admin-token-0123456789".into()),
-        };
+        let env = EnvSecrets::for_tests();
         let text = format!("public_url = \"https://shop.example.com\"\n[storage]\ndir = \"/tmp/x\"\n{extra}");
         Config::from_toml(&text, Path::new("t"), &env).unwrap()
     }

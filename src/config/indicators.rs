@@ -281,10 +281,7 @@ mod tests {
 
     #[test]
     fn indicators_section_parses_and_bad_values_name_their_key() {
-        let env = EnvSecrets {
-            twilio_auth_token: Some("0cc175b9c0f1b6a831c399e269772661".into()),
-            admin_token: Some("admin-token-0123456789".into()),
-        };
+        let env = EnvSecrets::for_tests();
         let base = "public_url = \"shop.example.com\"\n[storage]\ndir = \"/tmp/x\"\n[indicators]\n";
         let good = format!(
             "{base}time_zone = \"America/Chicago\"\nquiet_hours = {{ start = \"19:00\", end = \"07:30\" }}\n\

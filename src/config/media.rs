@@ -113,10 +113,7 @@ mod tests {
 
     #[test]
     fn media_section_picks_flows_and_names_bad_keys() {
-        let env = EnvSecrets {
-            twilio_auth_token: Some("0cc175b9c0f1b6a831c399e269772661".into()),
-            admin_token: Some("admin-token-0123456789".into()),
-        };
+        let env = EnvSecrets::for_tests();
         let base = "public_url = \"shop.example.com\"\n[storage]\ndir = \"/tmp/x\"\n";
         let c = Config::from_toml(
             &format!("{base}[media]\nrelay_url = \"ws://127.0.0.1:9000/agent\"\n[media.flows]\n\"+15035550100\" = \"relay\"\n"),

@@ -107,6 +107,17 @@ pub struct EnvSecrets {
     pub admin_token: Option<String>,
 }
 
+#[cfg(test)]
+impl EnvSecrets {
+    /// Valid secrets for unit tests that parse a config.
+    pub(crate) fn for_tests() -> Self {
+        Self {
+            twilio_auth_token: Some("0cc175b9c0f1b6a831c399e269772661".into()),
+            admin_token: Some("admin-token-0123456789".into()),
+        }
+    }
+}
+
 impl EnvSecrets {
     /// Reads the secrets from the process environment; empty values count as unset.
     pub fn from_process() -> Self {

@@ -79,10 +79,7 @@ mod tests {
 
     #[test]
     fn wifi_settings_are_checked_and_name_their_key() {
-        let env = EnvSecrets {
-            twilio_auth_token: Some("0cc175b9c0f1b6a831c399e269772661".into()),
-            admin_token: Some("admin-token-0123456789".into()),
-        };
+        let env = EnvSecrets::for_tests();
         let base = "public_url = \"shop.example.com\"\n[storage]\ndir = \"/tmp/x\"\n[network]\n";
         let good = format!("{base}wifi_ssid = \"Shop\"\nwifi_passphrase = \"correct horse\"\nwifi_country = \"US\"\n");
         let c = Config::from_toml(&good, Path::new("t"), &env).unwrap();

@@ -337,10 +337,7 @@ mod tests {
     use crate::config::{Config, EnvSecrets};
 
     fn tls_config(tls: &str) -> Result<Config, ConfigError> {
-        let env = EnvSecrets {
-            twilio_auth_token: Some("0cc175b9c0f1b6a831c399e269772661".into()),
-            admin_token: Some("admin-token-0123456789".into()),
-        };
+        let env = EnvSecrets::for_tests();
         let text = format!("public_url = \"https://shop.example.com\"\n[storage]\ndir = \"/tmp/x\"\n{tls}");
         Config::from_toml(&text, Path::new("t.toml"), &env)
     }
@@ -363,10 +360,7 @@ mod tests {
             let err = tls_config(tls).unwrap_err().to_string();
             assert!(err.contains(key), "{tls:?}: {err}");
         }
-        let env = EnvSecrets {
-            twilio_auth_token: Some("0cc175b9c0f1b6a831c399e269772661".into()),
-            admin_token: Some("admin-token-0123456789".into()),
-        };
+        let env = EnvSecrets::for_tests();
         let err = Config::from_toml(
             "public_url = \"http://shop.example.com\"\n[storage]\ndir = \"/x\"\n",
             Path::new("t"),
