@@ -71,6 +71,8 @@ pub struct Options {
     pub save_box_audio: Option<PathBuf>,
     /// Start talking after this long if the box's greeting mark never comes.
     pub greeting_timeout: Duration,
+    /// How long the call rings between the incoming-call webhook and the media stream.
+    pub ring: Duration,
 }
 
 /// What happened, for the transcript and for tests.
@@ -164,7 +166,11 @@ pub async fn run(opts: &Options, print: bool) -> Result<Summary, SimulateError> 
     // 1. The incoming call.
     let answer = incoming_call(&client, &target, opts, &call_sid, &mut t).await?;
 
-    // 2. The media stream.
+    // 2. The media stream, after the ring (Twilio itself takes a moment here).
+    if !opts.ring.is_zero() {
+        t.line(format!("ringing for {:.1} s", opts.ring.as_secs_f64()));
+        tokio::time::sleep(opts.ring).await;
+    }
     let (mut ws, connect_url) = connect_stream(opts, &target, &answer).await?;
     t.line(format!("stream connected to {connect_url}"));
     let stream_sid = format!("MZ{}", crate::random::hex::<16>());

@@ -55,6 +55,10 @@ pub(super) struct SimulateArgs {
     /// Save the audio the box played (greeting, agent) to this WAV file.
     #[arg(long)]
     save: Option<PathBuf>,
+    /// Let the call ring this long before the media stream opens (the bay's LEDs and ring
+    /// tone show it meanwhile), e.g. to hear the ring through the shop speaker.
+    #[arg(long, default_value_t = 0.0)]
+    ring_seconds: f64,
     /// Print only the final line.
     #[arg(long, short)]
     quiet: bool,
@@ -100,6 +104,9 @@ pub(super) fn run(args: SimulateArgs) -> anyhow::Result<()> {
     if !(0.02..=3600.0).contains(&args.seconds) {
         bail!("--seconds must be from 0.02 to 3600");
     }
+    if !(0.0..=600.0).contains(&args.ring_seconds) {
+        bail!("--ring-seconds must be from 0 to 600");
+    }
     let opts = Options {
         box_url: args.url.clone(),
         public_url,
@@ -116,6 +123,7 @@ pub(super) fn run(args: SimulateArgs) -> anyhow::Result<()> {
         fast: args.fast,
         save_box_audio: args.save.clone(),
         greeting_timeout: Duration::from_secs(10),
+        ring: Duration::from_secs_f64(args.ring_seconds),
     };
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
