@@ -16,13 +16,14 @@
 #                        its firmware and kernels (linux-image-rpi-v8, -rpi-2712: Pi 5, /dev/gpiomem).
 #                        Needs that archive reachable and its keyring on the build machine
 #                        (--raspios-keyring, default /usr/share/keyrings/raspberrypi-archive-keyring.gpg).
-#   --suite NAME         Debian suite (default: bookworm)
+#   --suite NAME         Debian suite (default: trixie, Debian 13; bookworm still builds)
 #   --mirror URL         Debian mirror for the build (default: the first deb.debian.org-style URI in
 #                        this machine's apt sources, else http://deb.debian.org/debian). The image
 #                        itself always gets http://deb.debian.org/debian in its sources.
 #   --cache-dir DIR      where the prepared rootfs tarball is kept (default: $CALLBOX_IMAGE_CACHE,
 #                        else target/image-cache). Delete it, or pass --rebuild-rootfs, to start over.
 #   --rebuild-rootfs     ignore the cached rootfs
+#   --rootfs-only        only prepare (and cache) the rootfs: no binary needed, no image written
 #   --assemble-only DIR  skip debootstrap: take DIR as the prepared rootfs (its /boot/firmware becomes
 #                        the boot partition), apply the callbox overlay and assemble. No chroot, no
 #                        emulation; used by tests/image_scripts.rs on a tiny fake rootfs.
@@ -39,12 +40,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 
 base=debian
-suite=bookworm
+suite=trixie
 mirror=""
 binary=""
 out=""
 cache_dir="${CALLBOX_IMAGE_CACHE:-$repo/target/image-cache}"
 rebuild=0
+rootfs_only=0
 assemble_only=""
 boot_mib=256
 keep_work=0
@@ -62,6 +64,7 @@ while (($#)); do
         --mirror) mirror=${2:?--mirror needs a URL}; shift 2 ;;
         --cache-dir) cache_dir=${2:?--cache-dir needs a directory}; shift 2 ;;
         --rebuild-rootfs) rebuild=1; shift ;;
+        --rootfs-only) rootfs_only=1; shift ;;
         --assemble-only) assemble_only=${2:?--assemble-only needs a rootfs directory}; shift 2 ;;
         --boot-mib) boot_mib=${2:?--boot-mib needs a number}; shift 2 ;;
         --raspios-keyring) raspios_keyring=${2:?--raspios-keyring needs a file}; shift 2 ;;
@@ -81,13 +84,24 @@ done
 
 # Packages of the cached rootfs. Changing this list (or the steps in prepare_rootfs) changes the
 # cache key, so the next build starts from debootstrap again.
-base_packages=(systemd-sysv udev kmod iproute2 netbase ca-certificates dbus libasound2
-    systemd-timesyncd systemd-resolved openssh-server initramfs-tools zstd e2fsprogs fdisk)
+# - unattended-upgrades + needrestart: security updates on their own, services restarted after;
+# - cloud-guest-utils (growpart): the root partition grows to the card at first boot;
+# - wpasupplicant, firmware-brcm80211, wireless-regdb: Wi-Fi on the Pi 3/4/Zero 2 W chips;
+# - gpiod: gpioinfo/gpioget, so an installer (and the boot test) can see the LED lines.
+# trixie renamed libasound2 for the 64-bit time_t transition.
+case "$suite" in
+    bookworm | bullseye) libasound=libasound2 ;;
+    *) libasound=libasound2t64 ;;
+esac
+base_packages=(systemd-sysv udev kmod iproute2 netbase ca-certificates dbus "$libasound"
+    systemd-timesyncd systemd-resolved openssh-server initramfs-tools zstd e2fsprogs fdisk
+    unattended-upgrades needrestart cloud-guest-utils wpasupplicant firmware-brcm80211
+    wireless-regdb gpiod)
 case "$base" in
     debian) boot_packages=(linux-image-arm64 raspi-firmware) ;;
     raspios) boot_packages=(raspi-firmware linux-image-rpi-v8 linux-image-rpi-2712) ;;
 esac
-rootfs_recipe=3 # bump when prepare_rootfs changes in a way the package list does not show
+rootfs_recipe=4 # bump when prepare_rootfs changes in a way the package list does not show
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/callbox-image.XXXXXX")
 chroot_mounts=()
@@ -236,6 +250,14 @@ rootfs_tarball() {
     echo "$cache_dir/rootfs-$base-$suite-arm64-$key.tar.zst"
 }
 
+cache_rootfs() {
+    local root=$1 tarball=$2
+    mkdir -p "$cache_dir"
+    log "caching the rootfs as $tarball"
+    tar --numeric-owner --xattrs --acls -C "$root" -I 'zstd -T0 -3' -cf "$tarball.part" .
+    mv -f "$tarball.part" "$tarball"
+}
+
 # --- stage 2: the callbox overlay (no chroot: works on any rootfs directory) -------------------
 apply_overlay() {
     local root=$1
@@ -243,12 +265,25 @@ apply_overlay() {
     install -D -m 0755 "$binary" "$root/usr/bin/callbox"
     install -D -m 0644 "$repo/systemd/callbox.service" "$root/usr/lib/systemd/system/callbox.service"
     install -D -m 0644 "$repo/systemd/callbox.socket" "$root/usr/lib/systemd/system/callbox.socket"
+    install -D -m 0644 "$repo/systemd/udev/60-callbox-gpio.rules" "$root/usr/lib/udev/rules.d/60-callbox-gpio.rules"
     install -D -m 0644 "$here/callbox.toml.template" "$root/usr/share/callbox/callbox.toml.example"
     install -D -m 0644 "$here/rootfs/callbox-firstboot.service" "$root/usr/lib/systemd/system/callbox-firstboot.service"
     install -D -m 0755 "$here/rootfs/callbox-firstboot" "$root/usr/libexec/callbox/callbox-firstboot"
     install -D -m 0644 "$here/rootfs/callbox-card.path" "$root/usr/lib/systemd/system/callbox-card.path"
     install -D -m 0644 "$here/rootfs/callbox-reimport.service" "$root/usr/lib/systemd/system/callbox-reimport.service"
+    install -D -m 0644 "$here/rootfs/callbox-status.service" "$root/usr/lib/systemd/system/callbox-status.service"
+    install -D -m 0644 "$here/rootfs/callbox-ssh.service" "$root/usr/lib/systemd/system/callbox-ssh.service"
+    install -D -m 0644 "$here/rootfs/callbox-growroot.service" "$root/usr/lib/systemd/system/callbox-growroot.service"
+    install -D -m 0755 "$here/rootfs/callbox-growroot" "$root/usr/libexec/callbox/callbox-growroot"
     install -D -m 0644 "$here/rootfs/20-wired.network" "$root/etc/systemd/network/20-wired.network"
+    install -D -m 0644 "$here/rootfs/25-wireless.network" "$root/etc/systemd/network/25-wireless.network"
+    install -D -m 0644 "$here/rootfs/resolved-mdns.conf" "$root/etc/systemd/resolved.conf.d/callbox-mdns.conf"
+    install -D -m 0644 "$here/rootfs/wpa_supplicant-callbox.conf" \
+        "$root/etc/systemd/system/wpa_supplicant@.service.d/callbox.conf"
+    install -D -m 0644 "$here/rootfs/70-callbox-wifi.rules" "$root/usr/lib/udev/rules.d/70-callbox-wifi.rules"
+    install -D -m 0644 "$here/rootfs/20auto-upgrades" "$root/etc/apt/apt.conf.d/20auto-upgrades"
+    install -D -m 0644 "$here/rootfs/52callbox-unattended-upgrades" "$root/etc/apt/apt.conf.d/52callbox-unattended-upgrades"
+    install -D -m 0644 "$here/rootfs/needrestart-callbox.conf" "$root/etc/needrestart/conf.d/callbox.conf"
     install -D -m 0644 "$here/rootfs/sshd-callbox.conf" "$root/etc/ssh/sshd_config.d/callbox.conf"
     install -D -m 0644 "$here/rootfs/fstab" "$root/etc/fstab"
     install -d -m 0755 "$root/etc/callbox" "$root/boot/firmware"
@@ -273,12 +308,23 @@ apply_overlay() {
     ln -sfn "$sd/callbox-firstboot.service" "$etc/multi-user.target.wants/callbox-firstboot.service"
     ln -sfn "$sd/callbox-firstboot.service" "$etc/callbox.service.wants/callbox-firstboot.service"
     ln -sfn "$sd/callbox-card.path" "$etc/multi-user.target.wants/callbox-card.path"
+    ln -sfn "$sd/callbox-ssh.service" "$etc/multi-user.target.wants/callbox-ssh.service"
+    ln -sfn "$sd/callbox-growroot.service" "$etc/multi-user.target.wants/callbox-growroot.service"
+    ln -sfn "$sd/callbox-status.service" "$etc/callbox.service.wants/callbox-status.service"
 
-    # SSH stays off until the owner puts authorized_keys on the boot partition (callbox-firstboot
-    # then makes host keys and enables it). Host keys made at build time would be shared by
+    # SSH stays off until the owner puts authorized_keys on the boot partition (callbox-ssh
+    # then makes a host key and enables it). Host keys made at build time would be shared by
     # every card, so none ship.
     rm -f "$etc/multi-user.target.wants/ssh.service" "$etc/sshd.service" "$etc/sockets.target.wants/ssh.socket"
     rm -f "$root"/etc/ssh/ssh_host_*
+    # trixie's sshd-keygen.service runs `ssh-keygen -A` (RSA too: 30 s under emulation) before
+    # the first sshd; callbox-ssh makes the one ed25519 key sshd is configured for.
+    ln -sfn /dev/null "$etc/sshd-keygen.service"
+
+    # Units the box does not need at boot: the D-Bus wpa_supplicant (wpa_supplicant@wlan0 is
+    # the one used) and e2scrub_reap (LVM snapshots; the card has no LVM).
+    rm -f "$etc/multi-user.target.wants/wpa_supplicant.service" "$etc/dbus-fi.w1.wpa_supplicant1.service" \
+        "$etc/default.target.wants/e2scrub_reap.service" "$etc/multi-user.target.wants/e2scrub_reap.service"
 
     # Per-box identity is made at first boot.
     if [[ -e "$root/etc/machine-id" ]]; then : >"$root/etc/machine-id"; fi
@@ -315,6 +361,20 @@ EOF
 
 # --- main ----------------------------------------------------------------------------------------
 t_start=$SECONDS
+if ((rootfs_only)); then
+    [[ -z "$assemble_only" ]] || die "--rootfs-only and --assemble-only exclude each other"
+    tarball=$(rootfs_tarball)
+    if ((rebuild)) || [[ ! -f "$tarball" ]]; then
+        root="$work/rootfs"
+        mkdir -p "$root"
+        prepare_rootfs "$root"
+        cache_rootfs "$root" "$tarball"
+    else
+        log "the rootfs is cached already: $tarball"
+    fi
+    echo "$tarball"
+    exit 0
+fi
 if [[ -z "$binary" ]]; then
     log "no --binary: cross-building it (image/cross-build.sh)"
     binary="$repo/$("$here/cross-build.sh" | tail -n 1)"
@@ -331,10 +391,7 @@ else
     tarball=$(rootfs_tarball)
     if ((rebuild)) || [[ ! -f "$tarball" ]]; then
         prepare_rootfs "$root"
-        mkdir -p "$cache_dir"
-        log "caching the rootfs as $tarball"
-        tar --numeric-owner --xattrs --acls -C "$root" -I 'zstd -T0 -3' -cf "$tarball.part" .
-        mv -f "$tarball.part" "$tarball"
+        cache_rootfs "$root" "$tarball"
     else
         log "using the cached rootfs $tarball"
         tar --numeric-owner --xattrs --acls -C "$root" -I zstd -xpf "$tarball"

@@ -9,10 +9,12 @@
 #
 # Checks: MBR with a bootable FAT32 partition labelled BOOT and an ext4 partition labelled
 # rootfs; boot files (config.txt and the kernel and initrd it names, Pi firmware, device trees,
-# cmdline.txt with root=LABEL=rootfs) and the owner's callbox.toml; /usr/bin/callbox (an
-# aarch64 ELF), callbox.socket, callbox.service and callbox-firstboot.service present and
-# enabled; the callbox user and gpio group; systemd-timesyncd enabled; no account with a
-# usable or empty password; sshd not enabled, no host keys and no machine-id baked in.
+# cmdline.txt with root=LABEL=rootfs) and the owner's callbox.toml and readme; /usr/bin/callbox
+# (an aarch64 ELF), callbox.socket, callbox.service, callbox-firstboot, -ssh, -status and
+# -growroot present and enabled; growpart, the gpiochip udev rule, Wi-Fi (wpa_supplicant,
+# brcmfmac firmware), mDNS in resolved, unattended-upgrades on for Debian-Security; the
+# callbox user and gpio group; systemd-timesyncd enabled; no account with a usable or empty
+# password; sshd not enabled, no host keys and no machine-id baked in.
 # Needs: fdisk (sfdisk), mtools, e2fsprogs (debugfs, e2fsck), dosfstools (fsck.fat).
 set -euo pipefail
 
@@ -120,7 +122,8 @@ check "/usr/bin/callbox is executable" grep -qE 'Mode: +0?755' < <(dfs 'stat /us
 dfs "dump /usr/bin/callbox \"$tmp/callbox\"" >/dev/null
 elf=$(od -An -tx1 -N20 "$tmp/callbox" 2>/dev/null | tr -d ' \n' || true)
 check "/usr/bin/callbox is an aarch64 ELF binary" test "${elf:0:10}" = 7f454c4602 -a "${elf:36:4}" = b700
-for u in callbox.service callbox.socket callbox-firstboot.service callbox-card.path callbox-reimport.service; do
+for u in callbox.service callbox.socket callbox-firstboot.service callbox-card.path callbox-reimport.service \
+    callbox-ssh.service callbox-status.service callbox-growroot.service; do
     check "unit $u is installed" file_is "/usr/lib/systemd/system/$u" regular
 done
 check "first-boot script is installed and executable" grep -qE 'Mode: +0?755' < <(dfs 'stat /usr/libexec/callbox/callbox-firstboot')
@@ -133,6 +136,25 @@ check "callbox-firstboot.service runs whenever callbox.service starts (callbox.s
     enabled_as "$wants/callbox.service.wants/callbox-firstboot.service" callbox-firstboot.service
 check "callbox-card.path is enabled (multi-user.target.wants): a card fixed over SSH is re-imported" \
     enabled_as "$wants/multi-user.target.wants/callbox-card.path" callbox-card.path
+check "callbox-ssh.service is enabled (multi-user.target.wants)" \
+    enabled_as "$wants/multi-user.target.wants/callbox-ssh.service" callbox-ssh.service
+check "callbox-growroot.service is enabled (multi-user.target.wants): the root grows to the card" \
+    enabled_as "$wants/multi-user.target.wants/callbox-growroot.service" callbox-growroot.service
+check "callbox-status.service runs whenever callbox.service starts (callbox.service.wants)" \
+    enabled_as "$wants/callbox.service.wants/callbox-status.service" callbox-status.service
+check "growpart (cloud-guest-utils) is installed" file_is /usr/bin/growpart regular
+check "the udev rule giving group gpio /dev/gpiochip* is installed" file_is /usr/lib/udev/rules.d/60-callbox-gpio.rules regular
+check "wpa_supplicant and the Pi's Wi-Fi firmware (brcmfmac) are installed" \
+    bash -c '[[ -n "$1" && -n "$2" ]]' _ "$(ftype /usr/sbin/wpa_supplicant)" "$(dfs 'ls /usr/lib/firmware/brcm' | grep -o 'brcmfmac43455[^ ]*' | head -n 1)"
+check "systemd-resolved answers mDNS (MulticastDNS=yes in resolved.conf.d and the .network files)" \
+    bash -c 'grep -qx "MulticastDNS=yes" <<<"$1" && grep -qx "MulticastDNS=yes" <<<"$2"' _ \
+    "$(cat_file /etc/systemd/resolved.conf.d/callbox-mdns.conf)" "$(cat_file /etc/systemd/network/20-wired.network)"
+check "unattended-upgrades is installed, on, and limited to Debian-Security" \
+    bash -c '[[ -n "$1" ]] && grep -q "Unattended-Upgrade \"1\"" <<<"$2" && grep -q "Debian-Security" <<<"$3"' _ \
+    "$(ftype /usr/bin/unattended-upgrade)" "$(cat_file /etc/apt/apt.conf.d/20auto-upgrades)" \
+    "$(cat_file /etc/apt/apt.conf.d/52callbox-unattended-upgrades)"
+check "the boot partition's readme names CALLBOX-ERROR.txt and callbox-status.txt" \
+    bash -c 'grep -q CALLBOX-ERROR.txt <<<"$1" && grep -q callbox-status.txt <<<"$1"' _ "$(fat_text README-callbox.txt)"
 check "systemd-timesyncd is installed and enabled" \
     bash -c '[[ -n "$1" ]]' _ "$(dfs "ls -p $wants/sysinit.target.wants" | grep -F '/systemd-timesyncd.service/' || true)"
 check "/usr/share/callbox/callbox.toml.example (the template) is installed" file_is /usr/share/callbox/callbox.toml.example regular

@@ -69,6 +69,11 @@ fn fake_rootfs(dir: &Path, extra_shadow: &str) {
     write(&dir.join("etc/ssh/ssh_host_ed25519_key"), "build-time key that must not ship\n");
     write(&dir.join("usr/lib/systemd/system/systemd-timesyncd.service"), "[Unit]\n");
     write(&dir.join("usr/lib/systemd/system/ssh.service"), "[Unit]\n");
+    // The packages the image adds for growing the card, Wi-Fi and security updates.
+    for program in ["usr/bin/growpart", "usr/sbin/wpa_supplicant", "usr/bin/unattended-upgrade"] {
+        write(&dir.join(program), "#!/bin/sh\n");
+    }
+    write(&dir.join("usr/lib/firmware/brcm/brcmfmac43455-sdio.raspberrypi,4-model-b.txt"), "fake\n");
     let wants = dir.join("etc/systemd/system");
     fs::create_dir_all(wants.join("sysinit.target.wants")).unwrap();
     fs::create_dir_all(wants.join("multi-user.target.wants")).unwrap();
@@ -249,6 +254,7 @@ fn firstboot(boot: &Path, etc: &Path) -> Output {
     run(Command::new(repo("image/rootfs/callbox-firstboot"))
         .env("CALLBOX_BOOT_DIR", boot)
         .env("CALLBOX_ETC_DIR", etc)
+        .env("CALLBOX_WIFI_CONF", etc.join("wpa_supplicant/wpa_supplicant-wlan0.conf"))
         .env("CALLBOX_BIN", env!("CARGO_BIN_EXE_callbox"))
         .env("CALLBOX_MANAGE_SSH", "0")
         .env("CALLBOX_FAULT_LED", "0"))
@@ -303,6 +309,23 @@ fn first_boot_imports_protects_and_validates_the_owners_config() {
     let out = firstboot(&boot, &etc);
     assert!(out.status.success());
     assert!(!boot.join("CALLBOX-ERROR.txt").exists(), "{}", text(&out));
+
+    // Wi-Fi in [network]: the supplicant's file, root-only, with the key and not the password;
+    // the section removed: the file goes too.
+    let wifi = etc.join("wpa_supplicant/wpa_supplicant-wlan0.conf");
+    let network =
+        "\n[network]\nwifi_ssid = \"Bob's Garage\"\nwifi_passphrase = \"tow truck 42\"\nwifi_country = \"US\"\n";
+    write(&boot.join("callbox.toml"), &format!("{GOOD}{network}"));
+    let out = firstboot(&boot, &etc);
+    assert!(text(&out).contains("Wi-Fi configured"), "{}", text(&out));
+    assert_eq!(fs::metadata(&wifi).unwrap().mode() & 0o777, 0o600);
+    let conf = fs::read_to_string(&wifi).unwrap();
+    assert!(conf.contains("country=US") && conf.contains("ssid=426f622773204761726167"), "{conf}");
+    assert!(!conf.contains("tow truck"), "{conf}");
+    write(&boot.join("callbox.toml"), GOOD);
+    let out = firstboot(&boot, &etc);
+    assert!(out.status.success());
+    assert!(!wifi.exists(), "{}", text(&out));
 
     // No config anywhere: says where to put one.
     let (boot2, etc2) = (dir.path().join("boot2"), dir.path().join("etc2"));
