@@ -326,6 +326,11 @@ apply_overlay() {
     rm -f "$etc/multi-user.target.wants/wpa_supplicant.service" "$etc/dbus-fi.w1.wpa_supplicant1.service" \
         "$etc/default.target.wants/e2scrub_reap.service" "$etc/multi-user.target.wants/e2scrub_reap.service"
 
+    # The packages' first-run work (ldconfig, the journal catalog, system users) was done when
+    # they were installed; without these stamps ConditionNeedsUpdate= redoes it on the card's
+    # first boot, on the way to serving. Written last, so they are newer than /usr.
+    touch "$root/etc/.updated" "$root/var/.updated"
+
     # Per-box identity is made at first boot.
     if [[ -e "$root/etc/machine-id" ]]; then : >"$root/etc/machine-id"; fi
     rm -f "$root/var/lib/dbus/machine-id" "$root/var/lib/systemd/random-seed"
