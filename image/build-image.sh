@@ -329,6 +329,7 @@ apply_overlay() {
     # The packages' first-run work (ldconfig, the journal catalog, system users) was done when
     # they were installed; without these stamps ConditionNeedsUpdate= redoes it on the card's
     # first boot, on the way to serving. Written last, so they are newer than /usr.
+    mkdir -p "$root/var"
     touch "$root/etc/.updated" "$root/var/.updated"
 
     # Per-box identity is made at first boot.
