@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod atomic_file;
 pub mod calls;
 pub mod card;
 pub mod cli;

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use crate::card::{self, status, wifi};
+use crate::atomic_file;
+use crate::card::{status, wifi};
 use crate::config::{self, Config, EnvSecrets};
 
 /// `callbox card …`.
@@ -49,7 +50,7 @@ pub(super) fn run(args: CardArgs) -> anyhow::Result<()> {
             let config = Config::load(&config, &EnvSecrets::from_process())?;
             match wifi::supplicant_conf(&config.network) {
                 Some(text) => {
-                    card::write_atomically(&out, &text, 0o600)
+                    atomic_file::replace(&out, text.as_bytes(), 0o600)
                         .with_context(|| format!("cannot write {}", out.display()))?;
                     println!("wifi on");
                 }
@@ -76,7 +77,8 @@ pub(super) fn run(args: CardArgs) -> anyhow::Result<()> {
             };
             let now = jiff::Zoned::now().with_time_zone(config.indicators.time_zone());
             let text = status::render(&config, address, &now);
-            card::write_atomically(&out, &text, 0o644).with_context(|| format!("cannot write {}", out.display()))?;
+            atomic_file::replace(&out, text.as_bytes(), 0o644)
+                .with_context(|| format!("cannot write {}", out.display()))?;
             match address {
                 Some(a) => log::info!("wrote {} (address {a})", out.display()),
                 None => log::warn!("wrote {} without an address: no network after {wait} s", out.display()),

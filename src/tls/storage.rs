@@ -2,8 +2,7 @@
 //! and its key, and the retry schedule. The directory is 0700 and every file 0600, written to
 //! a temporary file, fsynced and renamed, so a power cut leaves the old or the new file whole.
 
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
@@ -116,17 +115,7 @@ impl TlsDir {
     /// Replaces the file atomically with `bytes`, mode 0600.
     pub fn write(&self, name: &str, bytes: &[u8]) -> Result<(), TlsError> {
         let path = self.path(name);
-        let tmp = self.path(&format!(".{name}.tmp"));
-        let io = |source| TlsError::Storage { path: path.clone(), source };
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io)?;
-        f.write_all(bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        drop(f);
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        // The rename is durable only once the directory entry is on disk.
-        std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io)?;
-        Ok(())
+        crate::atomic_file::replace(&path, bytes, 0o600).map_err(|source| TlsError::Storage { path, source })
     }
 
     /// The retry schedule; a damaged file counts as empty (logged) rather than blocking TLS.
