@@ -36,7 +36,7 @@ pub fn write_csv<W: std::io::Write>(calls: &[CallRecord], out: W) -> Result<(), 
     for c in calls {
         let opt = |v: &Option<String>| v.clone().unwrap_or_default();
         let time = |t: Option<jiff::Timestamp>| t.map(|t| t.to_string()).unwrap_or_default();
-        let (outcome, recording) = media_outcome(c);
+        let (_, recording) = media_outcome(c);
         let row = [
             c.call_sid.clone(),
             c.first_seen.to_string(),
@@ -48,7 +48,7 @@ pub fn write_csv<W: std::io::Write>(calls: &[CallRecord], out: W) -> Result<(), 
             time(c.answered_at),
             time(c.ended_at),
             c.duration_secs.map(|d| d.to_string()).unwrap_or_default(),
-            outcome,
+            c.outcome.as_str().to_owned(),
             recording,
         ];
         w.write_record(row.iter().map(|cell| neutralise(cell).into_owned()))?;

@@ -6,11 +6,13 @@ mod call_log;
 pub mod event;
 pub mod export;
 mod journal;
+pub mod outcome;
 pub mod record;
 pub mod store;
 
 pub use bus::{Bus, BusMessage};
 pub use call_log::CallLog;
 pub use event::{CallEvent, CallStatus, EventSource, MediaEvent, StreamOutcome, detail};
+pub use outcome::Outcome;
 pub use record::{Applied, CallRecord, RecordingInfo, StreamInfo};
 pub use store::{Recorded, Store, StoreError};

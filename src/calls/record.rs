@@ -5,6 +5,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::event::{CallEvent, CallStatus, StreamOutcome};
+use super::outcome::{self, Outcome};
 
 /// Everything the box knows about one call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +38,14 @@ pub struct CallRecord {
     /// The call's media stream, once one was opened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<StreamInfo>,
+    /// What the call came to so far ([`outcome::of`]); kept up to date by every change, and
+    /// worked out afresh when a record is read, so records older than this field have it too.
+    #[serde(default = "live")]
+    pub outcome: Outcome,
+}
+
+fn live() -> Outcome {
+    Outcome::Live
 }
 
 /// What happened on a call's media stream (the WebSocket session).
@@ -121,6 +130,7 @@ impl CallRecord {
             events: Vec::new(),
             events_dropped: 0,
             stream: None,
+            outcome: Outcome::Live,
         };
         record.apply(event.clone());
         record
@@ -170,6 +180,12 @@ impl CallRecord {
         }
         self.answered_at =
             self.events.iter().filter(|e| e.status == Some(CallStatus::InProgress)).map(CallEvent::occurred_at).min();
+        self.refresh_outcome();
+    }
+
+    /// Works [`Self::outcome`] out again, after a change made outside [`Self::apply`].
+    pub fn refresh_outcome(&mut self) {
+        self.outcome = outcome::of(self);
     }
 
     /// True once the call has ended.

@@ -171,15 +171,20 @@ fn print_table(out: &mut impl std::io::Write, calls: &[CallRecord]) -> anyhow::R
         return Ok(());
     }
     let tz = jiff::tz::TimeZone::system();
-    writeln!(out, "{:<19}  {:<16}  {:<16}  {:<11}  {:>6}  CALL SID", "WHEN", "FROM", "TO", "STATUS", "SECS")?;
+    writeln!(
+        out,
+        "{:<19}  {:<16}  {:<16}  {:<10}  {:<11}  {:>6}  CALL SID",
+        "WHEN", "FROM", "TO", "OUTCOME", "STATUS", "SECS"
+    )?;
     for c in calls {
         let when = c.first_seen.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M:%S").to_string();
         let secs = c.duration_secs.map(|d| d.to_string()).unwrap_or_else(|| "-".into());
         writeln!(
             out,
-            "{when:<19}  {:<16}  {:<16}  {:<11}  {secs:>6}  {}",
+            "{when:<19}  {:<16}  {:<16}  {:<10}  {:<11}  {secs:>6}  {}",
             printable(c.from.as_deref()),
             printable(c.to.as_deref()),
+            c.outcome.as_str(),
             c.status.as_str(),
             c.call_sid
         )
