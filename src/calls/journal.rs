@@ -44,6 +44,14 @@ pub(super) enum Entry {
     Event(Box<CallEvent>),
     /// A call's whole record, replacing what was there (media sessions, compaction).
     Put(Box<CallRecord>),
+    /// A document kept beside the calls (an outgoing text, an opt-out), written whole; `None`
+    /// removes it.
+    Doc {
+        /// Its key, e.g. `msg/textback:CA…`.
+        key: String,
+        /// Its contents.
+        value: Option<serde_json::Value>,
+    },
     /// A call removed by retention.
     Remove {
         /// The call.

@@ -5,7 +5,8 @@
 //!   answered (see [`super::journal`] for why). This is what an acknowledgement rests on.
 //! - `calls.sled`: the index the box reads from, built from the journal. Layout (one tree):
 //!   `c/<CallSid>` → the call's record as JSON; `t/<first_seen µs, big-endian>/<CallSid>` →
-//!   empty, the time index for listing.
+//!   empty, the time index for listing; `d/<key>` → a document kept beside the calls (the
+//!   outgoing texts and opt-outs of [`crate::texts`]) as JSON.
 //!
 //! Writes to one call are serialised by a striped lock; under it a change is appended to the
 //! journal's pending buffer and applied to sled, so the journal holds each call's changes in
@@ -44,6 +45,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -53,6 +55,7 @@ use super::record::{Applied, CallRecord};
 
 const RECORD_PREFIX: &[u8] = b"c/";
 const TIME_PREFIX: &[u8] = b"t/";
+const DOC_PREFIX: &[u8] = b"d/";
 /// Lock stripes for per-call read-modify-write; a power of two well above the core count.
 const STRIPES: usize = 64;
 /// Least time between two attempts to rebuild the index after a write failed: a disk that
@@ -322,12 +325,69 @@ impl Store {
             let Some(mut record) = get_in(&db, call_sid)? else { return Ok(None) };
             let old_first_seen = record.first_seen;
             change(&mut record);
+            record.refresh_outcome();
             let (generation, lsn) = self.append(&Entry::Put(Box::new(record.clone())));
             self.put_in(&db, &record, Some(old_first_seen))?;
             (record, generation, lsn)
         };
         self.flush_to(generation, lsn).await?;
         Ok(Some(record))
+    }
+
+    /// The document at `key`, if there is one.
+    pub fn doc<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        let db = self.db()?;
+        get_doc(&db, key)
+    }
+
+    /// Every document whose key starts with `prefix`, in key order. One that does not decode
+    /// is skipped with a warning: one bad entry must not hide the rest.
+    pub fn docs<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<(String, T)>, StoreError> {
+        let db = self.db()?;
+        let mut out = Vec::new();
+        for item in db.scan_prefix(doc_key(prefix)) {
+            let (key, value) = item?;
+            let key = String::from_utf8_lossy(&key[DOC_PREFIX.len()..]).into_owned();
+            match serde_json::from_slice(&value) {
+                Ok(doc) => out.push((key, doc)),
+                Err(e) => log::warn!("document {key} in the call log is unreadable, skipped: {e}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies `change` to the document at `key` (`None` when there is none; setting `None`
+    /// removes it) and returns once that is on disk, with what is stored now. Nothing is
+    /// written when `change` leaves it as it was.
+    pub async fn update_doc<T, F>(&self, key: &str, change: F) -> Result<Option<T>, StoreError>
+    where
+        T: Serialize + DeserializeOwned + PartialEq + Clone,
+        F: FnOnce(&mut Option<T>),
+    {
+        let (doc, position) = {
+            let _stripe = self.stripe(key);
+            let db = self.db()?;
+            let before: Option<T> = get_doc(&db, key)?;
+            let mut doc = before.clone();
+            change(&mut doc);
+            if doc == before {
+                (doc, self.appended())
+            } else {
+                let value = match &doc {
+                    Some(d) => Some(
+                        serde_json::to_value(d)
+                            .map_err(|source| StoreError::Corrupt { key: key.to_owned(), source })?,
+                    ),
+                    None => None,
+                };
+                let entry = Entry::Doc { key: key.to_owned(), value };
+                let position = self.append(&entry);
+                apply_doc(&db, &entry).map_err(|e| self.inner.shared.failed(&e.to_string(), e))?;
+                (doc, position)
+            }
+        };
+        self.flush_to(position.0, position.1).await?;
+        Ok(doc)
     }
 
     /// Writes `record` and its time index into the index. The time index goes first and a
@@ -494,7 +554,9 @@ impl Store {
     fn journal_outgrew_records(&self) -> Result<bool, StoreError> {
         let live: u64 = {
             let db = self.db()?;
-            db.scan_prefix(RECORD_PREFIX).values().filter_map(Result::ok).map(|v| v.len() as u64).sum()
+            let bytes =
+                |prefix| db.scan_prefix(prefix).values().filter_map(Result::ok).map(|v| v.len() as u64).sum::<u64>();
+            bytes(RECORD_PREFIX) + bytes(DOC_PREFIX)
         };
         let journal = journal_bytes(&self.inner.shared.dir.join(JOURNAL_DIR));
         Ok(journal > COMPACT_RATIO * live + journal::SEGMENT_BYTES)
@@ -530,11 +592,26 @@ impl Store {
                 .map(|k| String::from_utf8_lossy(&k[RECORD_PREFIX.len()..]).into_owned())
                 .collect()
         };
+        let doc_keys: Vec<String> = {
+            let db = self.db()?;
+            db.scan_prefix(DOC_PREFIX)
+                .keys()
+                .filter_map(Result::ok)
+                .map(|k| String::from_utf8_lossy(&k[DOC_PREFIX.len()..]).into_owned())
+                .collect()
+        };
         let records = keys.into_iter().filter_map(|sid| {
             let _stripe = self.stripe(&sid);
             let db = self.db().ok()?;
             get_in(&db, &sid).ok().flatten().map(|r| Entry::Put(Box::new(r)))
         });
+        let docs = doc_keys.into_iter().filter_map(|key| {
+            let _stripe = self.stripe(&key);
+            let db = self.db().ok()?;
+            let value = get_doc::<serde_json::Value>(&db, &key).ok().flatten()?;
+            Some(Entry::Doc { key, value: Some(value) })
+        });
+        let records = records.chain(docs);
         let bytes = journal::write_segment(&journal_dir, snapshot_seq, records).map_err(io)?;
         let mut removed = 0;
         for (seq, path) in journal::list_segments(&journal_dir).map_err(io)? {
@@ -809,7 +886,11 @@ fn rewrite_journal(db: &sled::Db, journal_dir: &Path, seq: u64, segments: &[(u64
         .values()
         .filter_map(Result::ok)
         .filter_map(|v| serde_json::from_slice::<CallRecord>(&v).ok().map(|r| Entry::Put(Box::new(r))));
-    journal::write_segment(journal_dir, seq, records).map_err(|e| open_error(journal_dir, e))?;
+    let docs = db.scan_prefix(DOC_PREFIX).filter_map(Result::ok).filter_map(|(k, v)| {
+        let value = serde_json::from_slice::<serde_json::Value>(&v).ok()?;
+        Some(Entry::Doc { key: String::from_utf8_lossy(&k[DOC_PREFIX.len()..]).into_owned(), value: Some(value) })
+    });
+    journal::write_segment(journal_dir, seq, records.chain(docs)).map_err(|e| open_error(journal_dir, e))?;
     for (_, path) in segments {
         if path.exists() {
             fs::remove_file(path).map_err(|e| open_error(path, e))?;
@@ -942,7 +1023,36 @@ fn apply_entry(db: &sled::Db, entry: Entry) -> Result<(), StoreError> {
                 db.remove(record_key(&call_sid))?;
             }
         }
+        entry @ Entry::Doc { .. } => apply_doc(db, &entry)?,
         Entry::Seal { .. } => {}
+    }
+    Ok(())
+}
+
+fn doc_key(key: &str) -> Vec<u8> {
+    [DOC_PREFIX, key.as_bytes()].concat()
+}
+
+fn get_doc<T: DeserializeOwned>(db: &sled::Db, key: &str) -> Result<Option<T>, StoreError> {
+    match db.get(doc_key(key))? {
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| StoreError::Corrupt { key: key.to_owned(), source }),
+        None => Ok(None),
+    }
+}
+
+/// Writes (or removes) a document as its journal entry says.
+fn apply_doc(db: &sled::Db, entry: &Entry) -> Result<(), sled::Error> {
+    if let Entry::Doc { key, value } = entry {
+        match value {
+            Some(v) => {
+                db.insert(doc_key(key), serde_json::to_vec(v).unwrap_or_default())?;
+            }
+            None => {
+                db.remove(doc_key(key))?;
+            }
+        }
     }
     Ok(())
 }
@@ -1175,7 +1285,10 @@ fn encode(record: &CallRecord) -> Vec<u8> {
 }
 
 fn decode(call_sid: &str, bytes: &[u8]) -> Result<CallRecord, StoreError> {
-    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { key: call_sid.to_owned(), source })
+    let mut record: CallRecord =
+        serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { key: call_sid.to_owned(), source })?;
+    record.refresh_outcome();
+    Ok(record)
 }
 
 impl Drop for Inner {
