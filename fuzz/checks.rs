@@ -277,6 +277,7 @@ pub fn config(data: &[u8]) -> bool {
     let env = |auth: Option<&str>, admin: Option<&str>| EnvSecrets {
         twilio_auth_token: auth.map(str::to_owned),
         admin_token: admin.map(str::to_owned),
+        twilio_api_key_secret: None,
     };
     let (auth, admin) = (p.get(1).copied(), p.get(2).copied());
     let path = std::path::Path::new("fuzz.toml");

@@ -18,6 +18,7 @@ use crate::dashboard::auth::Sessions;
 use crate::indicators::{self, CertStatus, FaultSource, Indicators};
 use crate::media::{Media, MediaContext};
 use crate::metrics::Metrics;
+use crate::texts::Texts;
 use crate::tls::Tls;
 use crate::twilio::signature::Validator;
 
@@ -37,6 +38,8 @@ pub struct App {
     pub media: Media,
     /// The owner's pages and feeds.
     pub dashboard: Dashboard,
+    /// Texts to missed callers and the owner, and their outbox.
+    pub texts: Arc<Texts>,
     /// LEDs and ring tone: fault reports, acknowledgements, current state.
     pub indicators: Arc<Indicators>,
     /// Logged-in dashboard sessions.
@@ -55,6 +58,13 @@ impl App {
     /// Builds the parts around an open store. `tls` is [`Tls::off`] or what [`Tls::start`]
     /// made (with the same `shutdown`).
     pub fn new(config: Config, store: Store, tls: Tls, shutdown: CancellationToken) -> Self {
+        // The config checked what the client needs; only the platform's certificate store can
+        // still be missing, and then texts are kept but not sent (health shows them waiting).
+        let rest = Texts::client_for(&config).unwrap_or_else(|e| {
+            log::error!("{e}; texts will not be sent");
+            None
+        });
+        let texts = Arc::new(Texts::new(config.clone(), store.clone(), rest));
         let calls = CallLog::new(store);
         let validator = Validator::new(config.twilio.auth_token.expose(), config.public_url.clone());
         let metrics = Arc::new(Metrics::new(!config.tls.mode.is_off()));
@@ -73,6 +83,7 @@ impl App {
             validator,
             media,
             dashboard,
+            texts,
             indicators: Arc::new(Indicators::new()),
             sessions: Sessions::default(),
             tls,
@@ -89,6 +100,7 @@ impl App {
         tracker.spawn(prune_loop(self.clone()));
         tracker.spawn(self.dashboard.clone().run_live_board());
         tracker.spawn(report_certificate(self.clone()));
+        tracker.spawn(self.texts.clone().run(self.calls.clone(), self.shutdown.clone()));
         let inputs = indicators::Inputs {
             calls: self.calls.clone(),
             config: self.config.indicators.clone(),

@@ -26,6 +26,7 @@ pub mod server;
 pub mod simulate;
 pub mod sync;
 pub mod systemd;
+pub mod texts;
 pub mod tls;
 pub mod twilio;
 pub mod web;

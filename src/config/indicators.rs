@@ -186,6 +186,17 @@ pub struct QuietHoursConfig {
     pub end: jiff::civil::Time,
 }
 
+impl QuietHoursConfig {
+    /// True when the local time `t` falls in these hours (`end` is not in them).
+    pub fn contains(&self, t: jiff::civil::Time) -> bool {
+        match self.start.cmp(&self.end) {
+            std::cmp::Ordering::Less => self.start <= t && t < self.end,
+            std::cmp::Ordering::Greater => t >= self.start || t < self.end,
+            std::cmp::Ordering::Equal => false,
+        }
+    }
+}
+
 /// Most partials a tone may have; the audio callback keeps them in a fixed array.
 pub const MAX_TONE_FREQUENCIES: usize = 4;
 /// Most cadence entries; the audio callback keeps them in a fixed array.

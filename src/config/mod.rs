@@ -9,6 +9,7 @@ mod error;
 mod indicators;
 mod log;
 mod media;
+mod missed_calls;
 mod network;
 mod public_url;
 mod secret;
@@ -30,13 +31,14 @@ pub use indicators::{
 };
 pub use log::LogConfig;
 pub use media::{FlowKind, MediaConfig};
+pub use missed_calls::{MAX_BODY_CHARS, MissedCallsConfig, is_e164};
 pub use network::{NetworkConfig, is_hex_key as network_is_hex_key};
 pub use public_url::{PublicUrl, Scheme};
 pub use secret::Secret;
 pub use server::ServerConfig;
 pub use storage::StorageConfig;
 pub use tls::{AcmeChallenge, AcmeConfig, LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING, TlsConfig, TlsMode};
-pub use twilio::TwilioConfig;
+pub use twilio::{DEFAULT_API_BASE_URL, TwilioConfig};
 
 /// Where `callbox` looks for its configuration when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/callbox/callbox.toml";
@@ -44,6 +46,8 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/callbox/callbox.toml";
 pub const ENV_TWILIO_AUTH_TOKEN: &str = "CALLBOX_TWILIO_AUTH_TOKEN";
 /// Environment variable that overrides `admin.token`.
 pub const ENV_ADMIN_TOKEN: &str = "CALLBOX_ADMIN_TOKEN";
+/// Environment variable that overrides `twilio.api_key_secret`.
+pub const ENV_TWILIO_API_KEY_SECRET: &str = "CALLBOX_TWILIO_API_KEY_SECRET";
 
 /// The file as written by the installer; every section is optional and has defaults.
 #[derive(Debug, Default, Deserialize)]
@@ -68,6 +72,8 @@ struct RawConfig {
     indicators: IndicatorsConfig,
     #[serde(default)]
     network: NetworkConfig,
+    #[serde(default)]
+    missed_calls: MissedCallsConfig,
 }
 
 /// The validated configuration the box runs with.
@@ -94,6 +100,8 @@ pub struct Config {
     pub indicators: IndicatorsConfig,
     /// Wi-Fi on the SD image.
     pub network: NetworkConfig,
+    /// Text-back to callers nobody answered, alerts to the owner.
+    pub missed_calls: MissedCallsConfig,
     /// True for `serve --dev`.
     pub dev: bool,
 }
@@ -105,6 +113,8 @@ pub struct EnvSecrets {
     pub twilio_auth_token: Option<String>,
     /// `CALLBOX_ADMIN_TOKEN`.
     pub admin_token: Option<String>,
+    /// `CALLBOX_TWILIO_API_KEY_SECRET`.
+    pub twilio_api_key_secret: Option<String>,
 }
 
 #[cfg(test)]
@@ -114,6 +124,7 @@ impl EnvSecrets {
         Self {
             twilio_auth_token: Some("0cc175b9c0f1b6a831c399e269772661".into()),
             admin_token: Some("admin-token-0123456789".into()),
+            twilio_api_key_secret: None,
         }
     }
 }
@@ -122,7 +133,11 @@ impl EnvSecrets {
     /// Reads the secrets from the process environment; empty values count as unset.
     pub fn from_process() -> Self {
         let get = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-        Self { twilio_auth_token: get(ENV_TWILIO_AUTH_TOKEN), admin_token: get(ENV_ADMIN_TOKEN) }
+        Self {
+            twilio_auth_token: get(ENV_TWILIO_AUTH_TOKEN),
+            admin_token: get(ENV_ADMIN_TOKEN),
+            twilio_api_key_secret: get(ENV_TWILIO_API_KEY_SECRET),
+        }
     }
 }
 
@@ -167,6 +182,7 @@ impl Config {
             media: raw.media,
             indicators: raw.indicators,
             network: raw.network,
+            missed_calls: raw.missed_calls,
             dev: false,
         };
         config.apply_env(env);
@@ -190,6 +206,7 @@ impl Config {
             media: MediaConfig::default(),
             indicators: IndicatorsConfig::default(),
             network: NetworkConfig::default(),
+            missed_calls: MissedCallsConfig::default(),
             dev: true,
         }
     }
@@ -206,6 +223,9 @@ impl Config {
         }
         if let Some(t) = &env.admin_token {
             self.admin.token = Secret::new(t.trim());
+        }
+        if let Some(t) = &env.twilio_api_key_secret {
+            self.twilio.api_key_secret = Secret::new(t.trim());
         }
     }
 
@@ -228,6 +248,8 @@ impl Config {
         self.media.validate(errs);
         self.indicators.validate(errs);
         self.network.validate(errs);
+        self.twilio.validate_rest(self.missed_calls.sends_anything(), errs);
+        self.missed_calls.validate(errs);
         self.log.validate(errs);
     }
 
@@ -255,6 +277,7 @@ mod tests {
         let env = EnvSecrets {
             twilio_auth_token: Some("92eb5ffee6ae2fec3ad71c777531578f".into()),
             admin_token: Some("admin-token-0123456789".into()),
+            twilio_api_key_secret: None,
         };
         let c =
             Config::from_toml("public_url = \"shop.example.com\"\n[storage]\ndir = \"/tmp/x\"\n", Path::new("t"), &env)
@@ -290,5 +313,45 @@ mod tests {
         }
         assert_eq!(keys.len(), 4, "{keys:?}");
         assert!(e.to_string().starts_with("4 problems: "), "{e}");
+    }
+
+    #[test]
+    fn texts_need_an_account_and_name_each_bad_key() {
+        let env = EnvSecrets::for_tests();
+        let base = "public_url = \"shop.example.com\"\n[storage]\ndir = \"/tmp/x\"\n";
+        let e = Config::from_toml(&format!("{base}[missed_calls]\ntext_back = \"Sorry!\"\n"), Path::new("t"), &env)
+            .unwrap_err();
+        assert!(e.to_string().contains("twilio.account_sid"), "{e}");
+
+        let text = format!(
+            "{base}[twilio]\naccount_sid = \"AC0123\"\napi_key_sid = \"SK0123456789abcdef0123456789abcdef\"\n\
+             api_base_url = \"http://api.twilio.com\"\nsms_from = \"5035550100\"\n\
+             [missed_calls]\ntext_back = \"  \"\nnotify = [\"503-555-0199\"]\nwindow_hours = 9999\n"
+        );
+        let e = Config::from_toml(&text, Path::new("t"), &env).unwrap_err();
+        let keys: Vec<String> = e.problems().iter().map(|p| p.to_string()).collect();
+        for key in [
+            "twilio.account_sid",
+            "twilio.api_key_secret",
+            "twilio.api_base_url",
+            "twilio.sms_from",
+            "missed_calls.text_back",
+            "missed_calls.notify",
+            "missed_calls.window_hours",
+        ] {
+            assert!(keys.iter().any(|k| k.starts_with(&format!("config key `{key}`"))), "{key}: {keys:?}");
+        }
+
+        let good = format!(
+            "{base}[twilio]\naccount_sid = \"AC0123456789abcdef0123456789abcdef\"\n\
+             [missed_calls]\ntext_back = \"Sorry we missed you\"\nnotify = [\"+15035550199\"]\n\
+             quiet_hours = {{ start = \"21:00\", end = \"08:00\" }}\n"
+        );
+        let c = Config::from_toml(&good, Path::new("t"), &env).unwrap();
+        let (user, secret) = c.twilio.rest_credentials().unwrap();
+        assert_eq!((user, secret.expose()), ("AC0123456789abcdef0123456789abcdef", "0cc175b9c0f1b6a831c399e269772661"));
+        assert_eq!(c.twilio.api_base_url, DEFAULT_API_BASE_URL);
+        let local = good.replace("[missed_calls]", "api_base_url = \"http://127.0.0.1:4010\"\n[missed_calls]");
+        assert!(Config::from_toml(&local, Path::new("t"), &env).is_ok(), "plain http to a fake on this machine");
     }
 }

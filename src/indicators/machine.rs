@@ -338,12 +338,7 @@ impl Machine {
     /// True when `wall` falls in quiet hours in the shop's time zone.
     pub fn is_quiet(&self, wall: Timestamp) -> bool {
         let Some((start, end)) = self.settings.quiet_hours else { return false };
-        let t = wall.to_zoned(self.settings.time_zone.clone()).time();
-        match start.cmp(&end) {
-            std::cmp::Ordering::Less => start <= t && t < end,
-            std::cmp::Ordering::Greater => t >= start || t < end,
-            std::cmp::Ordering::Equal => false,
-        }
+        crate::config::QuietHoursConfig { start, end }.contains(wall.to_zoned(self.settings.time_zone.clone()).time())
     }
 
     /// What to show at `now`.

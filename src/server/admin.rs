@@ -82,6 +82,9 @@ async fn route_authenticated(
         (&Method::GET, "/api/v1/calls") => list_calls(app, req.uri()),
         (&Method::GET, "/api/v1/calls.csv") => app.dashboard.csv(req.uri()),
         (&Method::GET, "/api/v1/health") => health(app),
+        (&Method::GET, "/api/v1/texts") => {
+            h::json(StatusCode::OK, &serde_json::json!({ "texts": app.texts.messages() }))
+        }
         (&Method::GET, "/api/v1/events") => app.dashboard.events(),
         (&Method::GET, "/api/v1/session") => session(caller),
         (&Method::GET, "/metrics") => app.dashboard.metrics(),
@@ -246,7 +249,13 @@ fn list_calls(app: &App, uri: &http::Uri) -> Response<Body> {
 
 fn get_call(app: &App, sid: &str) -> Response<Body> {
     match app.calls.store().get(sid) {
-        Ok(Some(call)) => h::json(StatusCode::OK, &call),
+        Ok(Some(call)) => {
+            let mut body = serde_json::to_value(&call).unwrap_or_default();
+            if let Some(fields) = body.as_object_mut() {
+                fields.insert("texts".into(), serde_json::to_value(app.texts.for_call(sid)).unwrap_or_default());
+            }
+            h::json(StatusCode::OK, &body)
+        }
         Ok(None) => h::text(StatusCode::NOT_FOUND, "no such call\n"),
         Err(e) => h::call_log_unavailable("admin API", &e),
     }
@@ -271,6 +280,7 @@ fn health(app: &App) -> Response<Body> {
             "public_url": app.config.public_url.origin(),
             "tls": &*app.tls.status().borrow(),
             "tls_fault": app.tls.status().borrow().fault(jiff::Timestamp::now()),
+            "texts": app.texts.summary(),
         }),
     )
 }

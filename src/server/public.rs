@@ -22,6 +22,8 @@ pub mod paths {
     pub const CALL_STATUS: &str = "/api/v1/webhooks/call-status";
     /// The seed's alias of [`CALL_STATUS`].
     pub const CALL_STATUS_ALIAS: &str = "/api/v1/webhooks/twilio/status";
+    /// The `StatusCallback` of the texts the box sends.
+    pub const MESSAGE_STATUS: &str = "/api/v1/webhooks/message-status";
     /// The `<Stream statusCallback>` the TwiML names.
     pub const STREAM_STATUS: &str = "/api/v1/webhooks/stream-status";
     /// The media-stream WebSocket.
@@ -35,6 +37,7 @@ enum Webhook {
     IncomingCall,
     CallStatus,
     StreamStatus,
+    MessageStatus,
 }
 
 /// Routes one request on the public listener.
@@ -44,6 +47,7 @@ pub(super) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Bo
         paths::INCOMING_CALL | paths::INCOMING_CALL_ALIAS => Webhook::IncomingCall,
         paths::CALL_STATUS | paths::CALL_STATUS_ALIAS => Webhook::CallStatus,
         paths::STREAM_STATUS => Webhook::StreamStatus,
+        paths::MESSAGE_STATUS => Webhook::MessageStatus,
         paths::MEDIA_STREAM => return super::upgrade::media_stream(&app, req).await,
         _ => return h::text(StatusCode::NOT_FOUND, "not found\n"),
     };
@@ -58,6 +62,7 @@ pub(super) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Bo
         Webhook::IncomingCall => "incoming-call",
         Webhook::CallStatus => "call-status",
         Webhook::StreamStatus => "stream-status",
+        Webhook::MessageStatus => "message-status",
     };
     app.metrics
         .webhook_seconds
@@ -118,6 +123,7 @@ async fn webhook_request(app: &App, webhook: Webhook, req: Request<Incoming>) ->
         Webhook::IncomingCall => webhook::incoming_call(&fields, now),
         Webhook::CallStatus => webhook::status_callback(&fields, now),
         Webhook::StreamStatus => webhook::stream_status(&fields, now),
+        Webhook::MessageStatus => return message_status(app, target, &fields).await,
     };
     let event = match event {
         Ok(e) => e,
@@ -137,7 +143,28 @@ async fn accept(app: &App, webhook: Webhook, fields: &[(String, String)], event:
     }
     match webhook {
         Webhook::IncomingCall => h::twiml(answer_call(app, fields)),
-        Webhook::CallStatus | Webhook::StreamStatus => h::empty(StatusCode::NO_CONTENT),
+        Webhook::CallStatus | Webhook::StreamStatus | Webhook::MessageStatus => h::empty(StatusCode::NO_CONTENT),
+    }
+}
+
+/// Twilio's news of a text the box sent: stored before the answer, like every event.
+async fn message_status(app: &App, target: &str, fields: &[(String, String)]) -> Response<Body> {
+    let update = match webhook::message_status(fields) {
+        Ok(u) => u,
+        Err(e) => {
+            log::warn!("refused webhook {target}: {e}");
+            return h::text(StatusCode::BAD_REQUEST, "missing or invalid Twilio params\n");
+        }
+    };
+    match app.texts.status_callback(&update.message_sid, &update.status, update.error_code).await {
+        Ok(true) => h::empty(StatusCode::NO_CONTENT),
+        // Not one of the box's texts (another app on the account): acknowledged, so Twilio
+        // does not retry it, and ignored.
+        Ok(false) => {
+            log::info!("status {} of message {} ignored: not a text this box sent", update.status, update.message_sid);
+            h::empty(StatusCode::NO_CONTENT)
+        }
+        Err(e) => h::call_log_unavailable(&format!("could not store status of message {}", update.message_sid), &e),
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod form;
 pub mod media;
+pub mod rest;
 pub mod sid;
 pub mod signature;
 pub mod twiml;

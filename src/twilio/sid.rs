@@ -16,7 +16,13 @@ pub fn is_stream_sid(s: &str) -> bool {
     has_shape(s, "MZ")
 }
 
-fn has_shape(s: &str, prefix: &str) -> bool {
+/// A MessageSid: `SM` (or `MM` for MMS) followed by exactly 32 lowercase hex digits.
+pub fn is_message_sid(s: &str) -> bool {
+    has_shape(s, "SM") || has_shape(s, "MM")
+}
+
+/// Any SID of the kind `prefix` (`AC`, `SK`, `MG`, …): the prefix and 32 lowercase hex digits.
+pub fn has_shape(s: &str, prefix: &str) -> bool {
     s.len() == prefix.len() + 32
         && s.starts_with(prefix)
         && s.bytes().skip(prefix.len()).all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))

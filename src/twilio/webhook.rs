@@ -102,6 +102,45 @@ pub fn stream_status(fields: &[(String, String)], now: Timestamp) -> Result<Call
     Ok(event)
 }
 
+/// A text's delivery news, from its `StatusCallback`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageStatus {
+    /// `SM…`.
+    pub message_sid: String,
+    /// `queued`, `sent`, `delivered`, `undelivered`, `failed`, …
+    pub status: String,
+    /// Twilio's `ErrorCode`, on failures.
+    pub error_code: Option<u32>,
+}
+
+/// A message status callback.
+pub fn message_status(fields: &[(String, String)]) -> Result<MessageStatus, WebhookError> {
+    let mut names: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+    names.sort_unstable();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(WebhookError::Duplicate(w[0].to_owned()));
+    }
+    let message_sid =
+        form::get(fields, "MessageSid").filter(|s| !s.is_empty()).ok_or(WebhookError::Missing("MessageSid"))?;
+    if !sid::is_message_sid(message_sid) {
+        return Err(WebhookError::Invalid { name: "MessageSid", why: "not SM followed by 32 lowercase hex digits" });
+    }
+    let status = form::get(fields, "MessageStatus")
+        .or_else(|| form::get(fields, "SmsStatus"))
+        .filter(|s| !s.is_empty())
+        .ok_or(WebhookError::Missing("MessageStatus"))?;
+    if status.len() > 32 || !status.bytes().all(|b| b.is_ascii_lowercase() || b == b'-' || b == b'_') {
+        return Err(WebhookError::Invalid { name: "MessageStatus", why: "not a status word" });
+    }
+    let error_code = match form::get(fields, "ErrorCode").filter(|v| !v.is_empty()) {
+        Some(v) => {
+            Some(v.parse::<u32>().map_err(|_| WebhookError::Invalid { name: "ErrorCode", why: "not a number" })?)
+        }
+        None => None,
+    };
+    Ok(MessageStatus { message_sid: message_sid.to_owned(), status: status.to_owned(), error_code })
+}
+
 fn base_event(fields: &[(String, String)], source: EventSource, now: Timestamp) -> Result<CallEvent, WebhookError> {
     let call_sid = form::get(fields, "CallSid").filter(|s| !s.is_empty()).ok_or(WebhookError::Missing("CallSid"))?;
     validate_ids(fields, call_sid)?;

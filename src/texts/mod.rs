@@ -1,0 +1,357 @@
+//! Texts: the SMS a missed caller gets back, the owner's alerts, and the durable outbox that
+//! sends them through Twilio's Messages API.
+//!
+//! The path of a text: a call's change on the bus → [`policy::decide`] → a [`Message`] written
+//! to the call log (before anything is sent; its id comes from the call, so deciding twice
+//! keeps one) → the sender marks it `sending` on disk, makes the request, and writes Twilio's
+//! answer (`SM…` SID, or the error) → Twilio's signed status callbacks update it.
+//!
+//! What a stop costs: a text whose answer was written is never sent again; a text whose request
+//! was out when the box stopped (crash, power cut) is sent once more at the next start, since
+//! the box cannot know whether Twilio got it ([`Message::interrupted`]).
+
+pub mod client;
+pub mod message;
+pub mod policy;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
+
+pub use client::TwilioRest;
+pub use message::{Kind, Message, OptOut, State};
+use policy::{History, Policy};
+
+use crate::calls::{CallLog, CallRecord, Store, StoreError};
+use crate::config::Config;
+use crate::twilio::rest::{Answer, NewMessage, OPTED_OUT};
+
+/// Calls that ended this recently are looked at again at start: the box may have stopped
+/// between storing a call's last event and writing its texts. Older ones are left alone, so
+/// turning text-back on never texts last week's callers.
+const RESCAN: SignedDuration = SignedDuration::from_mins(15);
+/// Longest sleep of the sender when nothing is due (a clock step is noticed by then).
+const IDLE: Duration = Duration::from_secs(60);
+
+/// The outbox and its settings. Cheap to share.
+#[derive(Debug)]
+pub struct Texts {
+    store: Store,
+    config: Config,
+    client: Option<TwilioRest>,
+    dashboard_url: String,
+    status_callback: String,
+    wake: Notify,
+}
+
+/// What the owner sees of the outbox in health.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Summary {
+    /// Whether anything is configured to be sent.
+    pub enabled: bool,
+    /// Texts waiting to be sent or retried.
+    pub pending: usize,
+    /// Texts Twilio took.
+    pub sent: usize,
+    /// Texts delivered to the handset.
+    pub delivered: usize,
+    /// Texts that failed or were not delivered.
+    pub failed: usize,
+    /// The newest failure, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
+}
+
+impl Texts {
+    /// The outbox for `config`, sending through `client` (`None`: texts are decided and kept,
+    /// but nothing is configured to send them).
+    pub fn new(config: Config, store: Store, client: Option<TwilioRest>) -> Self {
+        let dashboard_url = config.missed_calls.dashboard_url.clone().unwrap_or_else(|| lan_dashboard_url(&config));
+        let status_callback = format!("{}{}", config.public_url.origin(), crate::server::public::paths::MESSAGE_STATUS);
+        Self { store, config, client, dashboard_url, status_callback, wake: Notify::new() }
+    }
+
+    /// The client for `config`'s account, when texts are configured.
+    pub fn client_for(config: &Config) -> Result<Option<TwilioRest>, client::ClientError> {
+        if !config.missed_calls.sends_anything() {
+            return Ok(None);
+        }
+        let Some((user, secret)) = config.twilio.rest_credentials() else { return Ok(None) };
+        let account = config.twilio.account_sid.as_deref().unwrap_or_default();
+        let timeout = Duration::from_secs(config.twilio.api_timeout_secs);
+        TwilioRest::new(&config.twilio.api_base_url, account, (user, secret.expose()), timeout).map(Some)
+    }
+
+    /// Runs the outbox until shutdown: resumes what a stop interrupted, then decides texts for
+    /// each change on the bus and sends what is due.
+    pub async fn run(self: Arc<Self>, calls: CallLog, shutdown: CancellationToken) {
+        if !self.config.missed_calls.sends_anything() {
+            return;
+        }
+        let feed = calls.subscribe();
+        self.resume().await;
+        self.rescan(Timestamp::now()).await;
+        tokio::join!(self.clone().decide_loop(feed, shutdown.clone()), self.send_loop(shutdown));
+    }
+
+    /// A text whose request was out when the box stopped goes again.
+    async fn resume(&self) {
+        let now = Timestamp::now();
+        for m in self.messages().into_iter().filter(|m| m.state == State::Sending) {
+            log::warn!("text {} was being sent when the box stopped; sending it again", m.id);
+            if let Err(e) =
+                self.store.update_doc::<Message, _>(&m.key(), |d| d.iter_mut().for_each(|m| m.interrupted(now))).await
+            {
+                log::error!("cannot resume text {}: {e}", m.id);
+            }
+        }
+    }
+
+    /// Decides texts for calls that ended in the last [`RESCAN`].
+    async fn rescan(&self, now: Timestamp) {
+        let since = now.checked_sub(RESCAN + SignedDuration::from_hours(4)).unwrap_or(now);
+        let calls = match self.store.between(since, now.saturating_add(SignedDuration::from_mins(1)).unwrap_or(now)) {
+            Ok(c) => c,
+            Err(e) => return log::warn!("texts: cannot read recent calls: {e}"),
+        };
+        for call in calls {
+            let ended = call.stream.as_ref().and_then(|s| s.stopped_at).or(call.ended_at);
+            if ended.is_some_and(|t| now.duration_since(t) < RESCAN) {
+                self.decide(&call, now).await;
+            }
+        }
+    }
+
+    async fn decide_loop(
+        self: Arc<Self>,
+        mut feed: broadcast::Receiver<crate::calls::BusMessage>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let change = tokio::select! {
+                change = feed.recv() => change,
+                () = shutdown.cancelled() => return,
+            };
+            match change {
+                Ok(m) => self.decide(&m.record, Timestamp::now()).await,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    log::warn!("texts: {n} call changes went by unseen; looking at recent calls again");
+                    self.rescan(Timestamp::now()).await;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Writes the texts `call` asks for, keeping any already decided.
+    async fn decide(&self, call: &CallRecord, now: Timestamp) {
+        let policy = Policy {
+            config: &self.config.missed_calls,
+            sms_from: self.config.twilio.sms_from.as_deref(),
+            time_zone: self.config.indicators.time_zone(),
+            dashboard_url: &self.dashboard_url,
+        };
+        let mut added = false;
+        for m in policy::decide(call, &policy, self, now) {
+            let key = m.key();
+            let written = self
+                .store
+                .update_doc::<Message, _>(&key, |d| {
+                    if d.is_none() {
+                        *d = Some(m.clone());
+                    }
+                })
+                .await;
+            match written {
+                Ok(Some(stored)) if stored == m => {
+                    added |= stored.state == State::Pending;
+                    match &stored.skipped {
+                        Some(why) => log::info!("{} for call {} not sent: {why}", m.kind.as_str(), call.call_sid),
+                        None => log::info!("{} to {} for call {} queued", m.kind.as_str(), m.to, call.call_sid),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => log::error!("cannot queue the {} for call {}: {e}", m.kind.as_str(), call.call_sid),
+            }
+        }
+        if added {
+            self.wake.notify_one();
+        }
+    }
+
+    async fn send_loop(&self, shutdown: CancellationToken) {
+        loop {
+            let now = Timestamp::now();
+            let mut next = None::<Timestamp>;
+            let mut sent_any = false;
+            for m in self.messages() {
+                match m.due_at() {
+                    Some(at) if at <= now => {
+                        // A stop in the middle leaves it `sending`: sent again at the next start.
+                        tokio::select! {
+                            () = self.send(m) => sent_any = true,
+                            () = shutdown.cancelled() => return,
+                        }
+                    }
+                    Some(at) => next = Some(next.map_or(at, |n| n.min(at))),
+                    None => {}
+                }
+            }
+            if sent_any {
+                // What was just tried may be due again later: look at the outbox afresh.
+                continue;
+            }
+            let sleep = next
+                .map(|at| Duration::try_from(at.duration_since(Timestamp::now())).unwrap_or(Duration::ZERO))
+                .unwrap_or(IDLE)
+                .min(IDLE);
+            tokio::select! {
+                () = tokio::time::sleep(sleep) => {}
+                () = self.wake.notified() => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// One attempt: on disk as `sending` first, then the request, then Twilio's answer.
+    async fn send(&self, m: Message) {
+        let key = m.key();
+        let (Some(client), Some(from)) = (&self.client, m.from.clone()) else {
+            let why = "no Twilio account to send with (twilio.account_sid)".to_owned();
+            let failed = self
+                .store
+                .update_doc::<Message, _>(&key, |d| {
+                    if let Some(m) = d {
+                        m.failed(None, why, Timestamp::now());
+                    }
+                })
+                .await;
+            if let Err(e) = failed {
+                log::error!("text {}: cannot store that it was not sent: {e}", m.id);
+            }
+            return;
+        };
+        let marked =
+            self.store.update_doc::<Message, _>(&key, |d| d.iter_mut().for_each(|m| m.sending(Timestamp::now()))).await;
+        if let Err(e) = marked {
+            // Not on disk as sending: sending now could send it twice after a crash.
+            return log::error!("text {}: not sent, the call log refused the write: {e}", m.id);
+        }
+        let request =
+            NewMessage { to: &m.to, from: &from, body: &m.body, status_callback: Some(&self.status_callback) };
+        let answer = client.send(&request).await;
+        let now = Timestamp::now();
+        match &answer {
+            Answer::Accepted(r) => log::info!("{} {} to {} sent: {}", m.kind.as_str(), m.id, m.to, r.sid),
+            Answer::Retry { why, .. } => log::warn!("{} {} to {}: will retry: {why}", m.kind.as_str(), m.id, m.to),
+            Answer::Permanent { why, .. } => log::error!("{} {} to {} failed: {why}", m.kind.as_str(), m.id, m.to),
+        }
+        if let Answer::Permanent { code: Some(OPTED_OUT), .. } = answer {
+            self.opt_out(&m.to, now).await;
+        }
+        let stored = self
+            .store
+            .update_doc::<Message, _>(&key, |d| {
+                if let Some(m) = d {
+                    match answer {
+                        Answer::Accepted(r) => m.accepted(r.sid, r.status, now),
+                        Answer::Retry { code, why } => m.retry_later(code, why, now),
+                        Answer::Permanent { code, why } => m.failed(code, why, now),
+                    }
+                }
+            })
+            .await;
+        if let Err(e) = stored {
+            log::error!("text {}: Twilio's answer could not be stored: {e}", m.id);
+        }
+    }
+
+    /// Remembers that `number` replied STOP.
+    async fn opt_out(&self, number: &str, now: Timestamp) {
+        let key = format!("{}{number}", message::OPT_OUT_PREFIX);
+        let since = OptOut { number: number.to_owned(), since: now };
+        if let Err(e) = self.store.update_doc::<OptOut, _>(&key, |d| *d = Some(d.take().unwrap_or(since))).await {
+            log::error!("cannot remember that {number} opted out: {e}");
+        }
+    }
+
+    /// A signed status callback: Twilio's news of a text it took. `false` when no text has
+    /// that SID (not one of the box's).
+    pub async fn status_callback(&self, sid: &str, status: &str, code: Option<u32>) -> Result<bool, StoreError> {
+        let Some(m) = self.messages().into_iter().find(|m| m.sid.as_deref() == Some(sid)) else { return Ok(false) };
+        let now = Timestamp::now();
+        self.store
+            .update_doc::<Message, _>(&m.key(), |d| d.iter_mut().for_each(|m| m.status_update(status, code, now)))
+            .await?;
+        if code == Some(OPTED_OUT) {
+            self.opt_out(&m.to, now).await;
+        }
+        Ok(true)
+    }
+
+    /// Every text, newest first.
+    pub fn messages(&self) -> Vec<Message> {
+        let mut all: Vec<Message> = match self.store.docs::<Message>(message::KEY_PREFIX) {
+            Ok(docs) => docs.into_iter().map(|(_, m)| m).collect(),
+            Err(e) => {
+                log::warn!("texts: cannot read the outbox: {e}");
+                Vec::new()
+            }
+        };
+        all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
+        all
+    }
+
+    /// The texts about one call.
+    pub fn for_call(&self, call_sid: &str) -> Vec<Message> {
+        self.messages().into_iter().filter(|m| m.call_sid.as_deref() == Some(call_sid)).collect()
+    }
+
+    /// What health shows.
+    pub fn summary(&self) -> Summary {
+        let all = self.messages();
+        let count = |f: fn(State) -> bool| all.iter().filter(|m| f(m.state)).count();
+        Summary {
+            enabled: self.config.missed_calls.sends_anything(),
+            pending: count(State::is_open),
+            sent: count(|s| s == State::Sent),
+            delivered: count(|s| s == State::Delivered),
+            failed: count(State::is_failure),
+            last_failure: all
+                .iter()
+                .filter(|m| m.state.is_failure())
+                .max_by_key(|m| m.updated_at)
+                .map(|m| format!("{} to {}: {}", m.kind.as_str(), m.to, m.error.as_deref().unwrap_or("failed"))),
+        }
+    }
+}
+
+impl History for Texts {
+    fn texts_to(&self, number: &str) -> Vec<Message> {
+        self.messages().into_iter().filter(|m| m.to == number).collect()
+    }
+
+    fn opted_out(&self, number: &str) -> bool {
+        let key = format!("{}{number}", message::OPT_OUT_PREFIX);
+        matches!(self.store.doc::<OptOut>(&key), Ok(Some(_)))
+    }
+}
+
+/// `http://<hostname>.local:<admin port>/`: how a phone on the shop's Wi-Fi reaches the
+/// dashboard (the SD image announces the name over mDNS).
+fn lan_dashboard_url(config: &Config) -> String {
+    let listen = config.admin.listen;
+    if listen.ip().is_loopback() {
+        return format!("http://{listen}/");
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "callbox".into());
+    format!("http://{host}.local:{}/", listen.port())
+}
