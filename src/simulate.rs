@@ -73,6 +73,10 @@ pub struct Options {
     pub greeting_timeout: Duration,
     /// How long the call rings between the incoming-call webhook and the media stream.
     pub ring: Duration,
+    /// The caller hangs up this long after the stream opens, greeting or not (a missed call).
+    pub hang_up_after: Option<Duration>,
+    /// Nobody answers: after the ring Twilio reports `no-answer` and no stream opens.
+    pub no_answer: bool,
 }
 
 /// What happened, for the transcript and for tests.
@@ -171,6 +175,11 @@ pub async fn run(opts: &Options, print: bool) -> Result<Summary, SimulateError> 
         t.line(format!("ringing for {:.1} s", opts.ring.as_secs_f64()));
         tokio::time::sleep(opts.ring).await;
     }
+    if opts.no_answer {
+        status_callbacks(&client, &target, opts, &call_sid, "no-answer", 0).await?;
+        t.line("nobody answered: status callbacks initiated → ringing → no-answer accepted");
+        return Ok(Summary { call_sid, transcript: t.lines, ..Summary::default() });
+    }
     let (mut ws, connect_url) = connect_stream(opts, &target, &answer).await?;
     t.line(format!("stream connected to {connect_url}"));
     let stream_sid = format!("MZ{}", crate::random::hex::<16>());
@@ -188,7 +197,7 @@ pub async fn run(opts: &Options, print: bool) -> Result<Summary, SimulateError> 
     result?;
 
     // 3. The call's status callbacks, in Twilio's order.
-    status_callbacks(&client, &target, opts, &call_sid, talk_secs).await?;
+    status_callbacks(&client, &target, opts, &call_sid, "completed", talk_secs).await?;
     t.line("status callbacks initiated → ringing → in-progress → completed accepted");
     summary.transcript = t.lines;
     Ok(summary)
@@ -334,12 +343,18 @@ async fn status_callbacks(
     target: &Target,
     opts: &Options,
     call_sid: &str,
+    last: &str,
     talk_secs: u64,
 ) -> Result<(), SimulateError> {
     let now = jiff::Timestamp::now();
     let stamp = jiff::fmt::rfc2822::to_string(&now.to_zoned(jiff::tz::TimeZone::UTC)).unwrap_or_default();
     let bases = (target.base.as_str(), target.signed_base.as_str());
-    for (seq, status) in ["initiated", "ringing", "in-progress", "completed"].into_iter().enumerate() {
+    let statuses: &[&str] = if last == "completed" {
+        &["initiated", "ringing", "in-progress", last]
+    } else {
+        &["initiated", "ringing", last]
+    };
+    for (seq, &status) in statuses.iter().enumerate() {
         let mut params = vec![
             ("AccountSid", ACCOUNT_SID.to_owned()),
             ("CallSid", call_sid.to_owned()),
@@ -408,6 +423,7 @@ struct Conversation<'c, 'a> {
     greeting_frames: u64,
     scratch: Vec<u8>,
     stop_sent_at: Option<Instant>,
+    hang_up_at: Option<Instant>,
 }
 
 impl<'c, 'a> Conversation<'c, 'a> {
@@ -440,6 +456,7 @@ impl<'c, 'a> Conversation<'c, 'a> {
             greeting_frames: 0,
             scratch: Vec::new(),
             stop_sent_at: None,
+            hang_up_at: opts.hang_up_after.map(|after| Instant::now() + after),
         }
     }
 
@@ -449,7 +466,9 @@ impl<'c, 'a> Conversation<'c, 'a> {
             let talking = self.talking();
             let greeting_deadline = (!talking).then_some(self.greeting_deadline);
             let stop_deadline = self.stop_sent_at.map(|at| at + Duration::from_secs(5));
-            let fast_send = self.opts.fast && talking && self.stop_sent_at.is_none();
+            let hang_up = self.hang_up_at.filter(|_| self.stop_sent_at.is_none());
+            let fast_send =
+                self.opts.fast && talking && self.stop_sent_at.is_none() && self.opts.hang_up_after.is_none();
             let real_time = !fast_send && self.stop_sent_at.is_none();
             let step = tokio::select! {
                 biased;
@@ -457,6 +476,7 @@ impl<'c, 'a> Conversation<'c, 'a> {
                 () = sleep_until_opt(next_mark) => self.echo_mark().await,
                 () = sleep_until_opt(greeting_deadline) => Ok(self.greeting_timed_out()),
                 () = sleep_until_opt(stop_deadline) => Ok(self.box_never_closed()),
+                () = sleep_until_opt(hang_up) => self.hang_up().await,
                 _ = self.ticker.tick(), if real_time => self.send_real_time_frame().await,
                 () = std::future::ready(()), if fast_send => self.send_caller_frame().await,
             };
@@ -560,6 +580,10 @@ impl<'c, 'a> Conversation<'c, 'a> {
                     self.greeting_frames as f64 * 0.02
                 ));
                 self.talk_from = Some(Instant::now());
+                if self.opts.hang_up_after.is_some() {
+                    self.t.line("→ caller stays silent");
+                    return Ok(Step::Continue);
+                }
                 self.t.line(format!(
                     "→ caller talks: {:.2} s of audio{}",
                     self.caller_audio.len() as f64 / 8000.0,
@@ -585,8 +609,9 @@ impl<'c, 'a> Conversation<'c, 'a> {
     }
 
     async fn send_real_time_frame(&mut self) -> Result<Step, SimulateError> {
-        // Real time: a frame every 20 ms, silence until the caller talks.
-        if self.talking() {
+        // Real time: a frame every 20 ms, silence until the caller talks (a caller who is
+        // going to hang up never does).
+        if self.talking() && self.opts.hang_up_after.is_none() {
             return self.send_caller_frame().await;
         }
         self.send_media(&SILENCE).await?;
@@ -637,9 +662,24 @@ impl<'c, 'a> Conversation<'c, 'a> {
         Ok(())
     }
 
+    /// The caller gives up (`--hang-up-after`), in the greeting or while talking.
+    async fn hang_up(&mut self) -> Result<Step, SimulateError> {
+        let after = self.opts.hang_up_after.unwrap_or_default().as_secs_f64();
+        self.t.line(format!(
+            "caller hangs up {after:.1} s into the stream{}",
+            if self.talking() { "" } else { ", in the greeting" }
+        ));
+        self.send_stop().await?;
+        Ok(Step::Continue)
+    }
+
     /// The caller's audio is over: press any keys still due, then hang up (`stop`).
     async fn finish_talking(&mut self) -> Result<(), SimulateError> {
         self.send_due_dtmf(Duration::MAX).await?;
+        self.send_stop().await
+    }
+
+    async fn send_stop(&mut self) -> Result<(), SimulateError> {
         let seq = self.call.next_seq();
         let sid = self.call.stream_sid;
         self.call

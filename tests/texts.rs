@@ -467,3 +467,54 @@ async fn nothing_is_sent_when_texts_are_off() {
     let calls = server.admin_get("/api/v1/calls", true).await.json();
     assert_eq!(calls["calls"][0]["outcome"], "missed");
 }
+
+/// What `callbox simulate-call` does, from the library: the installer's rehearsal.
+fn rehearsal(server: &TestServer, hang_up_after: Option<f64>, no_answer: bool) -> callbox::simulate::Options {
+    callbox::simulate::Options {
+        box_url: format!("http://{}", server.public),
+        public_url: None,
+        stream_url: Some(format!("ws://{}{MEDIA_PATH}", server.public)),
+        auth_token: AUTH_TOKEN.into(),
+        from: "+15035550123".into(),
+        to: "+15035550100".into(),
+        call_sid: None,
+        audio: callbox::simulate::CallerAudio::Tone { hz: 440.0, duration: Duration::from_secs(3) },
+        dtmf: Vec::new(),
+        fast: false,
+        save_box_audio: None,
+        greeting_timeout: Duration::from_secs(10),
+        ring: Duration::ZERO,
+        hang_up_after: hang_up_after.map(Duration::from_secs_f64),
+        no_answer,
+    }
+}
+
+#[tokio::test]
+async fn simulate_call_plays_missed_calls_an_installer_can_watch() {
+    let twilio = FakeTwilio::start(vec![]).await;
+    let server = TestServer::start_with(|c| {
+        texts_config(c, &twilio.url);
+        c.missed_calls.window_hours = 0;
+    })
+    .await;
+    // The caller stays silent after the beep and hangs up 4.5 s in: nobody, no message.
+    let silent = callbox::simulate::run(&rehearsal(&server, Some(4.5), false), false).await.unwrap();
+    let call = server.app.calls.store().get(&silent.call_sid).unwrap().unwrap();
+    assert_eq!(call.outcome, callbox::calls::Outcome::Missed, "{call:#?}");
+    // Twilio could not reach anyone: no stream at all.
+    let unanswered = callbox::simulate::run(&rehearsal(&server, None, true), false).await.unwrap();
+    let call = server.app.calls.store().get(&unanswered.call_sid).unwrap().unwrap();
+    assert_eq!((call.outcome, call.stream.is_none()), (callbox::calls::Outcome::Missed, true));
+    let texts = texts_until(&server, Duration::from_secs(10), all_in(State::Sent, 4)).await;
+    for sid in [&silent.call_sid, &unanswered.call_sid] {
+        let kinds: Vec<Kind> = texts.iter().filter(|m| m.call_sid.as_ref() == Some(sid)).map(|m| m.kind).collect();
+        assert!(kinds.contains(&Kind::TextBack) && kinds.contains(&Kind::OwnerAlert), "{sid}: {texts:#?}");
+    }
+    // A caller who talks for 3 s leaves a voicemail: the owner hears, the caller gets no text.
+    let message = callbox::simulate::run(&rehearsal(&server, None, false), false).await.unwrap();
+    let call = server.app.calls.store().get(&message.call_sid).unwrap().unwrap();
+    assert_eq!(call.outcome, callbox::calls::Outcome::Voicemail, "{call:#?}");
+    let texts = texts_until(&server, Duration::from_secs(10), all_in(State::Sent, 5)).await;
+    let alert = texts.iter().find(|m| m.call_sid.as_ref() == Some(&message.call_sid)).unwrap();
+    assert!(alert.body.starts_with("New voicemail (0:0"), "{}", alert.body);
+}

@@ -3,7 +3,8 @@
 //!
 //! A call is *missed* when the caller reached nobody and left no message: Twilio could not
 //! connect it (busy, no answer, failed, canceled), the caller hung up before the stream
-//! opened or during the greeting, or what they left is too short to be a message. A call that
+//! opened or during the greeting, or what they left is too short (or too silent) to be a
+//! message. A call that
 //! ended within [`HANG_UP_SECS`] is a *hang-up* instead (a misdial, a pocket call): nobody is
 //! texted or alerted for it.
 
@@ -15,6 +16,9 @@ use super::record::CallRecord;
 /// Shortest recording that counts as a voicemail. Below it the caller hung up at the beep:
 /// nothing worth a listen, so nothing to light an LED for.
 pub const MIN_MESSAGE_MS: u64 = 2_000;
+
+/// Least speech in a voicemail: a caller who stayed on the line in silence left no message.
+pub const MIN_VOICED_MS: u64 = 500;
 
 /// A call over within this many seconds of arriving, with nobody reached and no message, is a
 /// hang-up, not a missed call.
@@ -84,7 +88,9 @@ pub fn of(record: &CallRecord) -> Outcome {
     }
     match stream_end {
         Some(StreamOutcome::Message)
-            if stream.and_then(|s| s.recording.as_ref()).is_some_and(|r| r.duration_ms >= MIN_MESSAGE_MS) =>
+            if stream
+                .and_then(|s| s.recording.as_ref())
+                .is_some_and(|r| r.duration_ms >= MIN_MESSAGE_MS && r.voiced_ms.is_none_or(|v| v >= MIN_VOICED_MS)) =>
         {
             return Outcome::Voicemail;
         }
@@ -123,7 +129,12 @@ mod tests {
         r.stream = Some(StreamInfo {
             outcome: Some(outcome),
             stopped_at: Some(r.first_seen + SignedDuration::from_secs(secs)),
-            recording: message_ms.map(|duration_ms| RecordingInfo { path: "r.wav".into(), duration_ms, bytes: 1 }),
+            recording: message_ms.map(|duration_ms| RecordingInfo {
+                path: "r.wav".into(),
+                duration_ms,
+                bytes: 1,
+                voiced_ms: None,
+            }),
             ..StreamInfo::default()
         });
         r
@@ -142,6 +153,11 @@ mod tests {
         assert_eq!(of(&with_stream(live.clone(), StreamOutcome::Message, Some(200), 9)), Outcome::Missed);
         assert_eq!(of(&with_stream(live.clone(), StreamOutcome::Message, Some(200), 1)), Outcome::HungUp);
         assert_eq!(of(&with_stream(live.clone(), StreamOutcome::Hangup, None, 8)), Outcome::Missed);
+        let mut silent = with_stream(live.clone(), StreamOutcome::Message, Some(9_000), 20);
+        if let Some(r) = silent.stream.as_mut().and_then(|s| s.recording.as_mut()) {
+            r.voiced_ms = Some(120);
+        }
+        assert_eq!(of(&silent), Outcome::Missed, "9 s of silence after the beep is no message");
         assert_eq!(of(&with_stream(live.clone(), StreamOutcome::Error, None, 8)), Outcome::Missed);
         assert_eq!(of(&with_stream(live.clone(), StreamOutcome::Relayed, None, 60)), Outcome::Relayed);
         assert_eq!(

@@ -91,6 +91,10 @@ pub struct RecordingInfo {
     pub duration_ms: u64,
     /// File size in bytes.
     pub bytes: u64,
+    /// How much of it is someone speaking (loud enough to be a voice); unknown for recordings
+    /// made before the box measured it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voiced_ms: Option<u64>,
 }
 
 /// Most events kept on one call's timeline. A real call has a dozen or so; the cap keeps a

@@ -59,6 +59,14 @@ pub(super) struct SimulateArgs {
     /// tone show it meanwhile), e.g. to hear the ring through the shop speaker.
     #[arg(long, default_value_t = 0.0)]
     ring_seconds: f64,
+    /// Play a missed call: the caller hangs up this many seconds after the stream opens, in
+    /// the greeting if it is still playing (the box then texts them back, when configured).
+    #[arg(long, conflicts_with = "no_answer")]
+    pub hang_up_after: Option<f64>,
+    /// Play a missed call that never reached the box's flow: Twilio reports no-answer after
+    /// the ring (--ring-seconds), and no stream opens.
+    #[arg(long)]
+    pub no_answer: bool,
     /// Print only the final line.
     #[arg(long, short)]
     quiet: bool,
@@ -104,6 +112,11 @@ pub(super) fn run(args: SimulateArgs) -> anyhow::Result<()> {
     if !(0.02..=3600.0).contains(&args.seconds) {
         bail!("--seconds must be from 0.02 to 3600");
     }
+    if let Some(after) = args.hang_up_after
+        && !(0.0..=3600.0).contains(&after)
+    {
+        bail!("--hang-up-after must be from 0 to 3600 seconds");
+    }
     if !(0.0..=600.0).contains(&args.ring_seconds) {
         bail!("--ring-seconds must be from 0 to 600");
     }
@@ -124,10 +137,16 @@ pub(super) fn run(args: SimulateArgs) -> anyhow::Result<()> {
         save_box_audio: args.save.clone(),
         greeting_timeout: Duration::from_secs(10),
         ring: Duration::from_secs_f64(args.ring_seconds),
+        hang_up_after: args.hang_up_after.map(Duration::from_secs_f64),
+        no_answer: args.no_answer,
     };
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
     let summary = runtime.block_on(simulate::run(&opts, !args.quiet))?;
+    if opts.no_answer {
+        println!("call {} not answered (no-answer): a missed call", summary.call_sid);
+        return Ok(());
+    }
     println!(
         "call {} completed: {} caller frame(s) sent, {:.2} s of box audio, {} mark(s), {} clear(s), {}",
         summary.call_sid,

@@ -154,6 +154,27 @@ pub struct Recording {
     relative: String,
     samples: u64,
     since_checkpoint: u64,
+    voiced: u64,
+}
+
+/// Mean absolute level (of 32768) above which 20 ms of a recording count as someone speaking:
+/// about -36 dBFS. A phone line's hiss sits near -55 dBFS, speech near -25.
+pub const VOICE_LEVEL: u32 = 520;
+
+/// How many of `samples` are in 20 ms frames loud enough to be a voice ([`VOICE_LEVEL`]).
+pub fn voiced_samples(samples: &[i16]) -> u64 {
+    samples
+        .chunks(FRAME_SAMPLES)
+        .filter(|frame| {
+            let sum: u64 = frame.iter().map(|s| u64::from(s.unsigned_abs())).sum();
+            sum > u64::from(VOICE_LEVEL) * frame.len() as u64
+        })
+        .map(|frame| frame.len() as u64)
+        .sum()
+}
+
+fn samples_ms(samples: u64) -> u64 {
+    samples * 1000 / u64::from(SAMPLE_RATE)
 }
 
 impl std::fmt::Debug for Recording {
@@ -216,14 +237,17 @@ impl Recording {
             relative: format!("{RECORDINGS_DIR}/{name}"),
             samples: 0,
             since_checkpoint: 0,
+            voiced: 0,
         })
     }
 
     /// Appends μ-law audio.
     pub fn write_mulaw(&mut self, mulaw: &[u8]) -> io::Result<()> {
+        let pcm: Vec<i16> = mulaw.iter().map(|b| mulaw_decode(*b)).collect();
+        self.voiced += voiced_samples(&pcm);
         let mut w = self.writer.get_i16_writer(mulaw.len() as u32);
-        for b in mulaw {
-            w.write_sample(mulaw_decode(*b));
+        for sample in pcm {
+            w.write_sample(sample);
         }
         w.flush().map_err(hound_io)?;
         self.samples += mulaw.len() as u64;
@@ -248,7 +272,7 @@ impl Recording {
     /// Finalizes the header and gives the file its final name. A recording without audio is
     /// deleted and yields `None`.
     pub fn finish(self) -> io::Result<Option<RecordingInfo>> {
-        let Self { writer, partial, path, relative, samples, .. } = self;
+        let Self { writer, partial, path, relative, samples, voiced, .. } = self;
         writer.finalize().map_err(hound_io)?;
         if samples == 0 {
             fs::remove_file(&partial)?;
@@ -260,7 +284,12 @@ impl Recording {
         fs::rename(&partial, &path)?;
         sync_parent(&path)?;
         let bytes = fs::metadata(&path)?.len();
-        Ok(Some(RecordingInfo { path: relative, duration_ms: samples * 1000 / u64::from(SAMPLE_RATE), bytes }))
+        Ok(Some(RecordingInfo {
+            path: relative,
+            duration_ms: samples_ms(samples),
+            bytes,
+            voiced_ms: Some(samples_ms(voiced)),
+        }))
     }
 }
 
@@ -339,10 +368,11 @@ fn repair(partial: &Path, path: &Path) -> io::Result<Option<RecordingInfo>> {
     }
     let tmp = path.with_extension("wav.recovering");
     let mut writer = hound::WavWriter::create(&tmp, wav_spec()).map_err(hound_io)?;
+    let pcm: Vec<i16> = data.chunks_exact(2).map(|pair| i16::from_le_bytes([pair[0], pair[1]])).collect();
     {
-        let mut w = writer.get_i16_writer(data.len() as u32 / 2);
-        for pair in data.chunks_exact(2) {
-            w.write_sample(i16::from_le_bytes([pair[0], pair[1]]));
+        let mut w = writer.get_i16_writer(pcm.len() as u32);
+        for sample in &pcm {
+            w.write_sample(*sample);
         }
         w.flush().map_err(hound_io)?;
     }
@@ -351,11 +381,11 @@ fn repair(partial: &Path, path: &Path) -> io::Result<Option<RecordingInfo>> {
     fs::rename(&tmp, path)?;
     fs::remove_file(partial)?;
     sync_parent(path)?;
-    let samples = data.len() as u64 / 2;
     Ok(Some(RecordingInfo {
         path: String::new(),
-        duration_ms: samples * 1000 / u64::from(SAMPLE_RATE),
+        duration_ms: samples_ms(pcm.len() as u64),
         bytes: fs::metadata(path)?.len(),
+        voiced_ms: Some(samples_ms(voiced_samples(&pcm))),
     }))
 }
 

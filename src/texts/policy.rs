@@ -278,7 +278,12 @@ mod tests {
         call.stream = Some(crate::calls::StreamInfo {
             outcome: Some(crate::calls::StreamOutcome::Message),
             stopped_at: Some(at(12, 1)),
-            recording: Some(crate::calls::RecordingInfo { path: "r.wav".into(), duration_ms: 65_000, bytes: 1 }),
+            recording: Some(crate::calls::RecordingInfo {
+                path: "r.wav".into(),
+                duration_ms: 65_000,
+                bytes: 1,
+                voiced_ms: Some(40_000),
+            }),
             ..Default::default()
         });
         call.refresh_outcome();
