@@ -77,6 +77,9 @@ pub struct Options {
     pub hang_up_after: Option<Duration>,
     /// Nobody answers: after the ring Twilio reports `no-answer` and no stream opens.
     pub no_answer: bool,
+    /// When the box rings the front desk first (`[hours]`, open): somebody picks up. Otherwise
+    /// nobody does, and the call comes back to the box.
+    pub front_desk_answers: bool,
 }
 
 /// What happened, for the transcript and for tests.
@@ -175,6 +178,11 @@ pub async fn run(opts: &Options, print: bool) -> Result<Summary, SimulateError> 
         t.line(format!("ringing for {:.1} s", opts.ring.as_secs_f64()));
         tokio::time::sleep(opts.ring).await;
     }
+    if answer.front_desk_had_it {
+        status_callbacks(&client, &target, opts, &call_sid, "completed", 1).await?;
+        t.line("the front desk had the call: status callbacks initiated → ringing → in-progress → completed accepted");
+        return Ok(Summary { call_sid, transcript: t.lines, ..Summary::default() });
+    }
     if opts.no_answer {
         status_callbacks(&client, &target, opts, &call_sid, "no-answer", 0).await?;
         t.line("nobody answered: status callbacks initiated → ringing → no-answer accepted");
@@ -251,7 +259,27 @@ async fn incoming_call(
         ("To", opts.to.clone()),
     ];
     let bases = (target.base.as_str(), target.signed_base.as_str());
-    let twiml = post_signed(client, bases, "/api/v1/webhooks/incoming-call", &incoming, &opts.auth_token).await?;
+    let mut twiml = post_signed(client, bases, "/api/v1/webhooks/incoming-call", &incoming, &opts.auth_token).await?;
+    if let Some(dial) = parse_dial(&twiml)? {
+        let status = if opts.front_desk_answers { "completed" } else { "no-answer" };
+        t.line(format!(
+            "box rang the front desk {} (up to {} s): {}",
+            dial.number,
+            dial.timeout,
+            if opts.front_desk_answers { "picked up" } else { "nobody picked up" }
+        ));
+        let mut result = incoming.clone();
+        result.retain(|(k, _)| *k != "CallStatus");
+        result.extend([
+            ("CallStatus", "in-progress".to_owned()),
+            ("DialCallStatus", status.to_owned()),
+            ("DialCallSid", format!("CA{}", crate::random::hex::<16>())),
+        ]);
+        twiml = post_signed(client, bases, &dial.action_path, &result, &opts.auth_token).await?;
+        if opts.front_desk_answers {
+            return Ok(Answer { front_desk_had_it: true, ..Answer::default() });
+        }
+    }
     let answer = parse_twiml(&twiml)?;
     t.line(format!(
         "incoming call {call_sid} from {} to {}: box answered <Connect><Stream url=\"{}\"> with {} parameter(s){}",
@@ -781,10 +809,38 @@ async fn post_signed(
 }
 
 /// What the incoming-call TwiML asks Twilio to do.
+#[derive(Default)]
 struct Answer {
     stream_url: String,
     parameters: Vec<(String, String)>,
     fallthrough: Option<String>,
+    /// The front desk answered the `<Dial>`: no stream.
+    front_desk_had_it: bool,
+}
+
+/// A `<Dial action>` the box answered with (it rings the front desk first).
+struct Dial {
+    number: String,
+    timeout: String,
+    /// The action's path and query, on the box.
+    action_path: String,
+}
+
+fn parse_dial(doc: &str) -> Result<Option<Dial>, SimulateError> {
+    let parsed = roxmltree::Document::parse(doc).map_err(|e| SimulateError::Twiml(format!("not XML: {e}")))?;
+    let first = parsed.root_element().children().find(|n| n.is_element());
+    let Some(dial) = first.filter(|n| n.has_tag_name("Dial")) else { return Ok(None) };
+    let Some(action) = dial.attribute("action") else { return Ok(None) };
+    let url = url::Url::parse(action).map_err(|e| SimulateError::Twiml(format!("<Dial action={action:?}>: {e}")))?;
+    let action_path = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    };
+    Ok(Some(Dial {
+        number: dial.text().unwrap_or("").trim().to_owned(),
+        timeout: dial.attribute("timeout").unwrap_or("30").to_owned(),
+        action_path,
+    }))
 }
 
 fn parse_twiml(doc: &str) -> Result<Answer, SimulateError> {
@@ -818,7 +874,7 @@ fn parse_twiml(doc: &str) -> Result<Answer, SimulateError> {
         let text = n.text().unwrap_or("").trim();
         format!("<{}>{text}", n.tag_name().name())
     });
-    Ok(Answer { stream_url, parameters, fallthrough })
+    Ok(Answer { stream_url, parameters, fallthrough, front_desk_had_it: false })
 }
 
 #[cfg(test)]

@@ -486,6 +486,7 @@ fn rehearsal(server: &TestServer, hang_up_after: Option<f64>, no_answer: bool) -
         ring: Duration::ZERO,
         hang_up_after: hang_up_after.map(Duration::from_secs_f64),
         no_answer,
+        front_desk_answers: false,
     }
 }
 

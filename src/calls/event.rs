@@ -123,6 +123,8 @@ pub enum EventSource {
     StreamStatus,
     /// The media stream itself (the WebSocket session).
     MediaStream,
+    /// The `<Dial action>` of the front desk: whether somebody picked up.
+    DialResult,
 }
 
 /// The names of the details a media-stream event carries (the stored and exported form is
@@ -142,6 +144,12 @@ pub mod detail {
     pub const FAILOVER: &str = "Failover";
     /// What went wrong.
     pub const ERROR: &str = "Error";
+    /// Where the incoming call was sent: `front-desk` or `box` (with `[hours]`).
+    pub const ROUTE: &str = "Route";
+    /// Why, in words: `open: thu 08:00-17:30`, `closed: 2026-12-25 is a closed date`.
+    pub const ROUTE_REASON: &str = "RouteReason";
+    /// Twilio's `DialCallStatus` on a dial result: completed, answered, busy, no-answer, failed, canceled.
+    pub const DIAL_STATUS: &str = "DialCallStatus";
 }
 
 /// A step of a media session, as its event records it.

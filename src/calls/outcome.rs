@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::event::StreamOutcome;
+use super::event::{EventSource, StreamOutcome, detail};
 use super::record::CallRecord;
 
 /// Shortest recording that counts as a voicemail. Below it the caller hung up at the beep:
@@ -97,6 +97,13 @@ pub fn of(record: &CallRecord) -> Outcome {
         Some(StreamOutcome::Relayed) => return Outcome::Relayed,
         Some(StreamOutcome::FrontDesk) => return Outcome::FrontDesk,
         _ => {}
+    }
+    // With [hours], the front desk rang first: somebody picked up, or the call came to the box.
+    let front_desk_answered = record.events.iter().any(|e| {
+        e.source == EventSource::DialResult && matches!(e.detail(detail::DIAL_STATUS), Some("completed" | "answered"))
+    });
+    if stream_end.is_none() && front_desk_answered {
+        return Outcome::FrontDesk;
     }
     // Twilio never connected it: the caller did wait, whatever the clock says.
     if stream_end.is_none() && record.status.is_missed() {

@@ -67,6 +67,10 @@ pub(super) struct SimulateArgs {
     /// the ring (--ring-seconds), and no stream opens.
     #[arg(long)]
     pub no_answer: bool,
+    /// When the box rings the front desk first (business hours, open): somebody picks up.
+    /// Without it nobody does, and the call comes back to the box's flow.
+    #[arg(long)]
+    pub front_desk_answers: bool,
     /// Print only the final line.
     #[arg(long, short)]
     quiet: bool,
@@ -139,12 +143,17 @@ pub(super) fn run(args: SimulateArgs) -> anyhow::Result<()> {
         ring: Duration::from_secs_f64(args.ring_seconds),
         hang_up_after: args.hang_up_after.map(Duration::from_secs_f64),
         no_answer: args.no_answer,
+        front_desk_answers: args.front_desk_answers,
     };
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
     let summary = runtime.block_on(simulate::run(&opts, !args.quiet))?;
     if opts.no_answer {
         println!("call {} not answered (no-answer): a missed call", summary.call_sid);
+        return Ok(());
+    }
+    if summary.stream_sid.is_empty() {
+        println!("call {} answered at the front desk", summary.call_sid);
         return Ok(());
     }
     println!(

@@ -14,6 +14,10 @@ pub struct MediaConfig {
     /// WAV file played to callers before the beep (any rate, mono or stereo; resampled to
     /// 8 kHz mono). Without one, a short built-in prompt tone is played.
     pub greeting_wav: Option<PathBuf>,
+    /// The greeting while the shop is closed (`[hours]`); `greeting_wav` when unset.
+    pub after_hours_greeting_wav: Option<PathBuf>,
+    /// The flow while the shop is closed; the flow of the called number when unset.
+    pub after_hours_flow: Option<FlowKind>,
     /// Longest voicemail kept, in seconds; the stream ends when it is reached.
     pub max_recording_secs: u32,
     /// The flow for calls to numbers not listed in `flows`.
@@ -30,6 +34,8 @@ impl Default for MediaConfig {
     fn default() -> Self {
         Self {
             greeting_wav: None,
+            after_hours_greeting_wav: None,
+            after_hours_flow: None,
             max_recording_secs: 120,
             default_flow: FlowKind::Voicemail,
             flows: Default::default(),
@@ -61,9 +67,10 @@ impl FlowKind {
 }
 
 impl MediaConfig {
-    /// The flow for a call to `to`.
-    pub fn flow_for(&self, to: Option<&str>) -> FlowKind {
-        to.and_then(|t| self.flows.get(t.trim())).copied().unwrap_or(self.default_flow)
+    /// The flow for a call to `to`; `after_hours` when the shop is closed (`[hours]`).
+    pub fn flow_for(&self, to: Option<&str>, after_hours: bool) -> FlowKind {
+        let per_number = to.and_then(|t| self.flows.get(t.trim())).copied().unwrap_or(self.default_flow);
+        if after_hours { self.after_hours_flow.unwrap_or(per_number) } else { per_number }
     }
 
     /// The relay connect timeout as a duration.
@@ -78,12 +85,19 @@ impl MediaConfig {
         if self.relay_connect_timeout_ms == 0 {
             errs.push(ConfigError::invalid("media.relay_connect_timeout_ms", "must be at least 1"));
         }
-        if let Some(path) = &self.greeting_wav
-            && !path.is_absolute()
-        {
-            errs.push(ConfigError::invalid("media.greeting_wav", format!("must be an absolute path (got {path:?})")));
+        for (key, wav) in [
+            ("media.greeting_wav", &self.greeting_wav),
+            ("media.after_hours_greeting_wav", &self.after_hours_greeting_wav),
+        ] {
+            if let Some(path) = wav
+                && !path.is_absolute()
+            {
+                errs.push(ConfigError::invalid(key, format!("must be an absolute path (got {path:?})")));
+            }
         }
-        let relay_used = self.default_flow == FlowKind::Relay || self.flows.values().any(|f| *f == FlowKind::Relay);
+        let relay_used = self.default_flow == FlowKind::Relay
+            || self.flows.values().any(|f| *f == FlowKind::Relay)
+            || self.after_hours_flow == Some(FlowKind::Relay);
         let relay = match &self.relay_url {
             None if relay_used => Err(ConfigError::invalid(
                 "media.relay_url",
@@ -121,9 +135,9 @@ mod tests {
             &env,
         )
         .unwrap();
-        assert_eq!(c.media.flow_for(Some("+15035550100")), FlowKind::Relay);
-        assert_eq!(c.media.flow_for(Some("+15035550199")), FlowKind::Voicemail);
-        assert_eq!(c.media.flow_for(None), FlowKind::Voicemail);
+        assert_eq!(c.media.flow_for(Some("+15035550100"), false), FlowKind::Relay);
+        assert_eq!(c.media.flow_for(Some("+15035550199"), false), FlowKind::Voicemail);
+        assert_eq!(c.media.flow_for(None, false), FlowKind::Voicemail);
         assert_eq!(c.media.relay_connect_timeout(), Duration::from_secs(2));
         for (bad, key) in [
             ("default_flow = \"relay\"\n", "media.relay_url"),

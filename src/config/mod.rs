@@ -6,6 +6,7 @@
 
 mod admin;
 mod error;
+mod hours;
 mod indicators;
 mod log;
 mod media;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use admin::AdminConfig;
 pub use error::ConfigError;
+pub use hours::{HoursConfig, Open};
 pub use indicators::{
     IndicatorsConfig, LedBackendChoice, LedConfig, LedPatternKind, LineToneConfig, MAX_CADENCE_ENTRIES,
     MAX_TONE_FREQUENCIES, QuietHoursConfig, SpeakerBackendChoice, ToneConfig,
@@ -74,6 +76,8 @@ struct RawConfig {
     network: NetworkConfig,
     #[serde(default)]
     missed_calls: MissedCallsConfig,
+    #[serde(default)]
+    hours: HoursConfig,
 }
 
 /// The validated configuration the box runs with.
@@ -102,6 +106,8 @@ pub struct Config {
     pub network: NetworkConfig,
     /// Text-back to callers nobody answered, alerts to the owner.
     pub missed_calls: MissedCallsConfig,
+    /// Opening hours: the front desk first while open.
+    pub hours: HoursConfig,
     /// True for `serve --dev`.
     pub dev: bool,
 }
@@ -183,6 +189,7 @@ impl Config {
             indicators: raw.indicators,
             network: raw.network,
             missed_calls: raw.missed_calls,
+            hours: raw.hours,
             dev: false,
         };
         config.apply_env(env);
@@ -207,6 +214,7 @@ impl Config {
             indicators: IndicatorsConfig::default(),
             network: NetworkConfig::default(),
             missed_calls: MissedCallsConfig::default(),
+            hours: HoursConfig::default(),
             dev: true,
         }
     }
@@ -250,6 +258,7 @@ impl Config {
         self.network.validate(errs);
         self.twilio.validate_rest(self.missed_calls.sends_anything(), errs);
         self.missed_calls.validate(errs);
+        self.hours.validate(self.twilio.front_desk.as_deref(), errs);
         self.log.validate(errs);
     }
 

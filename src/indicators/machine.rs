@@ -211,6 +211,15 @@ impl Machine {
                 }
             },
             EventSource::StreamStatus => self.touch(sid, now),
+            // The front desk picked up: the bay need not hear it ring any more.
+            EventSource::DialResult => match event.detail(crate::calls::detail::DIAL_STATUS) {
+                Some("completed" | "answered") => {
+                    if self.track(sid, now, true).is_some() {
+                        self.answer(sid);
+                    }
+                }
+                _ => self.touch(sid, now),
+            },
             EventSource::MediaStream => {
                 match event.media_event() {
                     Some(MediaEvent::Started) => {

@@ -12,6 +12,10 @@ pub mod admission;
 pub mod audio;
 mod session;
 
+/// The stream `<Parameter>` the incoming-call TwiML sets to `closed` while the shop is closed
+/// (`[hours]`): the session then plays the after-hours greeting and flow.
+pub const AFTER_HOURS_PARAM: &str = "Hours";
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,6 +60,7 @@ pub struct Media(Arc<Shared>);
 struct Shared {
     context: MediaContext,
     greeting: OnceCell<Arc<[u8]>>,
+    after_hours_greeting: OnceCell<Arc<[u8]>>,
     sessions: TaskTracker,
     live: admission::LiveCalls,
 }
@@ -84,6 +89,7 @@ impl Media {
         Self(Arc::new(Shared {
             context,
             greeting: OnceCell::new(),
+            after_hours_greeting: OnceCell::new(),
             sessions: TaskTracker::new(),
             live: admission::LiveCalls::default(),
         }))
@@ -182,29 +188,33 @@ impl Media {
 }
 
 impl Shared {
-    /// The greeting as 8 kHz μ-law: the configured WAV file, or the built-in prompt tone
-    /// when none is configured or it cannot be used (logged once).
-    async fn greeting(&self) -> Arc<[u8]> {
-        self.greeting
-            .get_or_init(|| async {
-                let Some(path) = self.config.greeting_wav.clone() else {
-                    return Arc::from(audio::prompt_tone());
-                };
-                let loaded = tokio::task::spawn_blocking(move || audio::load_greeting(&path)).await;
-                match loaded {
-                    Ok(Ok(mulaw)) => Arc::from(mulaw),
-                    Ok(Err(e)) => {
-                        log::error!("{e}; callers hear the built-in prompt tone instead");
-                        Arc::from(audio::prompt_tone())
-                    }
-                    Err(e) => {
-                        log::error!("loading the greeting failed ({e}); callers hear the built-in prompt tone");
-                        Arc::from(audio::prompt_tone())
-                    }
+    /// The greeting as 8 kHz μ-law: the configured WAV file (while the shop is closed, the
+    /// after-hours one when set), or the built-in prompt tone when none is configured or it
+    /// cannot be used (logged once).
+    async fn greeting(&self, after_hours: bool) -> Arc<[u8]> {
+        let (cell, path) = match (&self.config.after_hours_greeting_wav, after_hours) {
+            (Some(path), true) => (&self.after_hours_greeting, Some(path.clone())),
+            _ => (&self.greeting, self.config.greeting_wav.clone()),
+        };
+        cell.get_or_init(|| async {
+            let Some(path) = path else {
+                return Arc::from(audio::prompt_tone());
+            };
+            let loaded = tokio::task::spawn_blocking(move || audio::load_greeting(&path)).await;
+            match loaded {
+                Ok(Ok(mulaw)) => Arc::from(mulaw),
+                Ok(Err(e)) => {
+                    log::error!("{e}; callers hear the built-in prompt tone instead");
+                    Arc::from(audio::prompt_tone())
                 }
-            })
-            .await
-            .clone()
+                Err(e) => {
+                    log::error!("loading the greeting failed ({e}); callers hear the built-in prompt tone");
+                    Arc::from(audio::prompt_tone())
+                }
+            }
+        })
+        .await
+        .clone()
     }
 }
 

@@ -153,6 +153,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(media: &Shared, ws: W
         flow: FlowKind::Voicemail,
         phase: Phase::AwaitStart { until: tokio::time::Instant::now() + START_TIMEOUT },
         greeting: Arc::from(Vec::new()),
+        after_hours: false,
         scratch: Vec::with_capacity(FRAME_SAMPLES),
         raw_connected: None,
         raw_start: None,
@@ -171,6 +172,8 @@ struct Session<'a, S> {
     flow: FlowKind,
     phase: Phase,
     greeting: Arc<[u8]>,
+    /// The call came in while the shop was closed: the after-hours greeting and flow.
+    after_hours: bool,
     scratch: Vec<u8>,
     raw_connected: Option<String>,
     raw_start: Option<String>,
@@ -295,7 +298,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         if to.is_none() {
             to = self.media.calls.store().get(&call_sid).ok().flatten().and_then(|r| r.to);
         }
-        self.flow = self.media.config.flow_for(to.as_deref());
+        // The box's TwiML says whether the shop was closed when the call came in.
+        self.after_hours = start.custom_parameters.get(super::AFTER_HOURS_PARAM).is_some_and(|v| v == "closed");
+        self.flow = self.media.config.flow_for(to.as_deref(), self.after_hours);
         self.info = StreamInfo {
             stream_sid: start.stream_sid.clone(),
             started_at: Some(Timestamp::now()),
@@ -319,7 +324,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     async fn start_greeting(&mut self) {
         self.flow = FlowKind::Voicemail;
         self.info.flow = self.flow.as_str().into();
-        self.greeting = self.media.greeting().await;
+        self.greeting = self.media.greeting(self.after_hours).await;
         // `interval` keeps an absolute schedule (catching up after a stall), so the greeting
         // never drifts from real time however long each send takes.
         let mut ticker = tokio::time::interval(FRAME);

@@ -8,7 +8,8 @@ use hyper::body::Incoming;
 use jiff::Timestamp;
 
 use crate::app::App;
-use crate::calls::CallEvent;
+use crate::calls::{CallEvent, detail};
+use crate::config::Open;
 use crate::twilio::{form, twiml, webhook};
 use crate::web::{self as h, Body};
 
@@ -22,6 +23,8 @@ pub mod paths {
     pub const CALL_STATUS: &str = "/api/v1/webhooks/call-status";
     /// The seed's alias of [`CALL_STATUS`].
     pub const CALL_STATUS_ALIAS: &str = "/api/v1/webhooks/twilio/status";
+    /// The front desk's `<Dial action>` (with `[hours]`).
+    pub const DIAL_RESULT: &str = "/api/v1/webhooks/dial-result";
     /// The `StatusCallback` of the texts the box sends.
     pub const MESSAGE_STATUS: &str = "/api/v1/webhooks/message-status";
     /// The `<Stream statusCallback>` the TwiML names.
@@ -38,6 +41,7 @@ enum Webhook {
     CallStatus,
     StreamStatus,
     MessageStatus,
+    DialResult,
 }
 
 /// Routes one request on the public listener.
@@ -48,6 +52,7 @@ pub(super) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Bo
         paths::CALL_STATUS | paths::CALL_STATUS_ALIAS => Webhook::CallStatus,
         paths::STREAM_STATUS => Webhook::StreamStatus,
         paths::MESSAGE_STATUS => Webhook::MessageStatus,
+        paths::DIAL_RESULT => Webhook::DialResult,
         paths::MEDIA_STREAM => return super::upgrade::media_stream(&app, req).await,
         _ => return h::text(StatusCode::NOT_FOUND, "not found\n"),
     };
@@ -63,6 +68,7 @@ pub(super) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Bo
         Webhook::CallStatus => "call-status",
         Webhook::StreamStatus => "stream-status",
         Webhook::MessageStatus => "message-status",
+        Webhook::DialResult => "dial-result",
     };
     app.metrics
         .webhook_seconds
@@ -124,6 +130,7 @@ async fn webhook_request(app: &App, webhook: Webhook, req: Request<Incoming>) ->
         Webhook::CallStatus => webhook::status_callback(&fields, now),
         Webhook::StreamStatus => webhook::stream_status(&fields, now),
         Webhook::MessageStatus => return message_status(app, target, &fields).await,
+        Webhook::DialResult => webhook::dial_result(&fields, now),
     };
     let event = match event {
         Ok(e) => e,
@@ -137,14 +144,61 @@ async fn webhook_request(app: &App, webhook: Webhook, req: Request<Incoming>) ->
 }
 
 /// Records a checked webhook's event and answers Twilio.
-async fn accept(app: &App, webhook: Webhook, fields: &[(String, String)], event: CallEvent) -> Response<Body> {
+async fn accept(app: &App, webhook: Webhook, fields: &[(String, String)], mut event: CallEvent) -> Response<Body> {
+    // Where the call goes is decided once, when it arrives, and kept on the call with the
+    // reason: the owner can see why a call rang the front desk or not.
+    let route = matches!(webhook, Webhook::IncomingCall).then(|| route(app, event.received_at));
+    if let Some(route) = &route
+        && let Some(reason) = &route.reason
+    {
+        let kind = if route.front_desk { "front-desk" } else { "box" };
+        event.details.insert(detail::ROUTE.into(), kind.into());
+        event.details.insert(detail::ROUTE_REASON.into(), reason.clone());
+    }
     if let Err(resp) = record(app, event.clone()).await {
         return resp;
     }
-    match webhook {
-        Webhook::IncomingCall => h::twiml(answer_call(app, fields)),
-        Webhook::CallStatus | Webhook::StreamStatus | Webhook::MessageStatus => h::empty(StatusCode::NO_CONTENT),
+    match (webhook, route) {
+        (Webhook::IncomingCall, Some(route)) if route.front_desk => h::twiml(dial_front_desk(app)),
+        (Webhook::IncomingCall, route) => {
+            h::twiml(answer_call(app, fields, route.is_some_and(|r| r.reason.is_some()), false))
+        }
+        (Webhook::DialResult, _) => match event.detail(detail::DIAL_STATUS) {
+            Some("completed" | "answered") => h::twiml(twiml::hangup()),
+            // Nobody picked up: the box takes the call, in its open-hours flow.
+            _ => h::twiml(answer_call(app, fields, true, true)),
+        },
+        (Webhook::CallStatus | Webhook::StreamStatus | Webhook::MessageStatus, _) => h::empty(StatusCode::NO_CONTENT),
     }
+}
+
+/// Where an arriving call goes.
+struct Route {
+    /// Ring the front desk first.
+    front_desk: bool,
+    /// Why, when `[hours]` decided it.
+    reason: Option<String>,
+}
+
+fn route(app: &App, now: Timestamp) -> Route {
+    let hours = &app.config.hours;
+    if !hours.is_set() || app.config.twilio.front_desk.is_none() {
+        return Route { front_desk: false, reason: None };
+    }
+    match hours.open_at(now, &app.config.indicators.time_zone()) {
+        Open::Yes(reason) => Route { front_desk: true, reason: Some(reason) },
+        Open::No(reason) => Route { front_desk: false, reason: Some(reason) },
+    }
+}
+
+fn dial_front_desk(app: &App) -> String {
+    let action = format!("{}{}", app.config.public_url.origin(), paths::DIAL_RESULT);
+    twiml::DialFrontDesk {
+        number: app.config.twilio.front_desk.as_deref().unwrap_or_default(),
+        timeout_secs: app.config.hours.front_desk_ring_secs,
+        action: &action,
+    }
+    .to_xml()
 }
 
 /// Twilio's news of a text the box sent: stored before the answer, like every event.
@@ -177,12 +231,20 @@ async fn record(app: &App, event: CallEvent) -> Result<(), Response<Body>> {
     }
 }
 
-fn answer_call(app: &App, fields: &[(String, String)]) -> String {
+/// The box's own flow: the media stream. `hours` says whether `[hours]` decided (then the
+/// stream is told whether the shop is closed); `front_desk_tried` that the front desk already
+/// rang unanswered. Pressing 0 reaches the front desk only while somebody may be there.
+fn answer_call(app: &App, fields: &[(String, String)], hours: bool, front_desk_tried: bool) -> String {
     let stream_url = format!("{}{}", app.config.public_url.wss_origin(), paths::MEDIA_STREAM);
     let status_callback = format!("{}{}", app.config.public_url.origin(), paths::STREAM_STATUS);
-    let params: Vec<(&str, &str)> =
+    let mut params: Vec<(&str, &str)> =
         ["From", "To", "CallSid"].iter().map(|name| (*name, form::get(fields, name).unwrap_or(""))).collect();
-    let fallthrough = match (&app.config.twilio.front_desk, &app.config.twilio.goodbye) {
+    let closed = hours && !front_desk_tried;
+    if hours {
+        params.push((crate::media::AFTER_HOURS_PARAM, if closed { "closed" } else { "open" }));
+    }
+    let front_desk = app.config.twilio.front_desk.as_ref().filter(|_| !hours);
+    let fallthrough = match (front_desk, &app.config.twilio.goodbye) {
         (Some(number), _) => twiml::Fallthrough::Dial(number.clone()),
         (None, Some(message)) => twiml::Fallthrough::SayAndHangup(message.clone()),
         (None, None) => twiml::Fallthrough::SayAndHangup(DEFAULT_GOODBYE.into()),

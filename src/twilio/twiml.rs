@@ -79,6 +79,43 @@ impl ConnectStream<'_> {
     }
 }
 
+/// The answer to a call while the shop is open: ring the front desk, and ask Twilio to tell
+/// `action` whether anybody picked up. No `callerId`: Twilio then shows the caller's own
+/// number at the front desk.
+#[derive(Debug, Clone)]
+pub struct DialFrontDesk<'a> {
+    /// The front desk (`twilio.front_desk`).
+    pub number: &'a str,
+    /// Seconds it rings.
+    pub timeout_secs: u32,
+    /// Where Twilio posts the `DialCallStatus`.
+    pub action: &'a str,
+}
+
+impl DialFrontDesk<'_> {
+    /// The TwiML document.
+    pub fn to_xml(&self) -> String {
+        let mut w = writer();
+        w.start_element("Response");
+        w.start_element("Dial");
+        w.write_attribute("action", &attr(self.action));
+        w.write_attribute("method", "POST");
+        w.write_attribute("timeout", &self.timeout_secs.to_string());
+        w.write_text(&text(self.number));
+        w.end_element();
+        finish(w)
+    }
+}
+
+/// `<Response><Hangup/></Response>`: the call is done (the front desk had it).
+pub fn hangup() -> String {
+    let mut w = writer();
+    w.start_element("Response");
+    w.start_element("Hangup");
+    w.end_element();
+    finish(w)
+}
+
 /// `<Response/>`: the empty document, for callbacks whose answer Twilio ignores.
 pub fn empty_response() -> String {
     let mut w = writer();

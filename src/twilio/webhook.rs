@@ -23,6 +23,9 @@ const KEPT_DETAILS: &[&str] = &[
     "StreamEvent",
     "StreamError",
     "Duration",
+    "DialCallStatus",
+    "DialCallDuration",
+    "DialCallSid",
 ];
 
 /// Longest value kept from any param; Twilio's are far shorter.
@@ -87,6 +90,19 @@ fn form_digest(fields: &[(String, String)]) -> String {
         }
     }
     hasher.finalize().iter().take(10).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The front desk's `<Dial action>`: Twilio says whether anybody picked up.
+pub fn dial_result(fields: &[(String, String)], now: Timestamp) -> Result<CallEvent, WebhookError> {
+    let mut event = base_event(fields, EventSource::DialResult, now)?;
+    let status =
+        form::get(fields, "DialCallStatus").filter(|s| !s.is_empty()).ok_or(WebhookError::Missing("DialCallStatus"))?;
+    if !matches!(status, "completed" | "answered" | "busy" | "no-answer" | "failed" | "canceled") {
+        return Err(WebhookError::Invalid { name: "DialCallStatus", why: "not one of Twilio's dial statuses" });
+    }
+    // The action is requested once per <Dial>; a retry of it is the same event.
+    event.dedupe_key = "dial".into();
+    Ok(event)
 }
 
 /// A `<Stream statusCallback>` request.
