@@ -519,3 +519,108 @@ async fn simulate_call_plays_missed_calls_an_installer_can_watch() {
     let alert = texts.iter().find(|m| m.call_sid.as_ref() == Some(&message.call_sid)).unwrap();
     assert!(alert.body.starts_with("New voicemail (0:0"), "{}", alert.body);
 }
+
+const INCOMING_SMS: &str = "/api/v1/webhooks/incoming-sms";
+
+fn sms(sid_n: u32, from: &str, body: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AccountSid", "AC00000000000000000000000000000001".into()),
+        ("Body", body.into()),
+        ("From", from.into()),
+        ("MessageSid", format!("SM{sid_n:032x}")),
+        ("NumMedia", "0".into()),
+        ("NumSegments", "1".into()),
+        ("To", "+15035550100".into()),
+    ]
+}
+
+async fn admin_post_json(server: &TestServer, target: &str, body: serde_json::Value) -> Reply {
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
+    request(server.admin, http::Method::POST, target, &headers, Bytes::from(body.to_string())).await
+}
+
+#[tokio::test]
+async fn customers_text_back_and_the_owner_answers_from_the_thread() {
+    let twilio = FakeTwilio::start(vec![]).await;
+    let server = TestServer::start_with(|c| {
+        texts_config(c, &twilio.url);
+        c.missed_calls.notify.clear();
+        c.texts.templates = vec!["Your car is ready for pickup.".into()];
+    })
+    .await;
+    missed_call(&server, "CA00000000000000000000000000005801", "+15035550123").await;
+    texts_until(&server, Duration::from_secs(10), all_in(State::Sent, 1)).await;
+
+    // The caller answers the text-back: signed, stored once however often Twilio delivers it.
+    let reply = sms(0x5801, "+15035550123", "Can you look at my brakes tomorrow?");
+    let unsigned = server.post_form(INCOMING_SMS, &refs(&reply), None).await;
+    assert_eq!(unsigned.status, StatusCode::FORBIDDEN);
+    for _ in 0..2 {
+        let answer = server.post_signed(INCOMING_SMS, &refs(&reply)).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(verbs_of(&answer.text()), Vec::<String>::new(), "<Response/>: nothing sent back");
+    }
+    let thread = server.admin_get("/api/v1/threads/%2B15035550123", true).await.json();
+    let entries = thread["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{thread:#}");
+    assert_eq!((entries[0]["incoming"].as_bool(), entries[0]["kind"].as_str()), (Some(false), Some("text-back")));
+    assert_eq!(entries[1]["body"], "Can you look at my brakes tomorrow?");
+
+    // The owner answers with a saved text: from the number the customer used.
+    let templates = server.admin_get("/api/v1/texts/templates", true).await.json();
+    let saved = templates["templates"][0].as_str().unwrap().to_owned();
+    let sent =
+        admin_post_json(&server, "/api/v1/texts", serde_json::json!({ "to": "+15035550123", "body": saved })).await;
+    assert_eq!(sent.status, StatusCode::ACCEPTED, "{}", sent.text());
+    texts_until(&server, Duration::from_secs(10), |t| t.iter().filter(|m| m.state == State::Sent).count() == 2).await;
+    let last = twilio.seen().pop().unwrap();
+    assert_eq!((last.get("To"), last.get("From"), last.get("Body")), ("+15035550123", "+15035550100", saved.as_str()));
+    let thread = server.admin_get("/api/v1/threads/%2B15035550123", true).await.json();
+    assert_eq!(thread["entries"].as_array().unwrap().len(), 3, "{thread:#}");
+
+    // Bad requests say what is wrong.
+    for (body, status) in [
+        (serde_json::json!({ "to": "555-0123", "body": "hi" }), StatusCode::BAD_REQUEST),
+        (serde_json::json!({ "to": "+15035550123", "body": "  " }), StatusCode::BAD_REQUEST),
+        (serde_json::json!({ "to": "+15035550123" }), StatusCode::BAD_REQUEST),
+        (serde_json::json!({ "to": "+15035550177", "body": "who are you" }), StatusCode::CONFLICT),
+    ] {
+        let r = admin_post_json(&server, "/api/v1/texts", body.clone()).await;
+        assert_eq!(r.status, status, "{body}: {}", r.text());
+        assert!(r.json()["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}: {}", r.text());
+    }
+    assert_eq!(server.admin_get("/api/v1/threads/nonsense", true).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(server.admin_get("/api/v1/threads/%2B15035550123", false).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn stop_and_start_by_text_decide_whether_the_box_may_text() {
+    let twilio = FakeTwilio::start(vec![]).await;
+    let server = TestServer::start_with(|c| {
+        texts_config(c, &twilio.url);
+        c.missed_calls.notify.clear();
+        c.missed_calls.window_hours = 0;
+    })
+    .await;
+    server.post_signed(INCOMING_SMS, &refs(&sms(1, "+15035550123", "STOP"))).await;
+    let refused =
+        admin_post_json(&server, "/api/v1/texts", serde_json::json!({ "to": "+15035550123", "body": "hi" })).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert!(refused.json()["error"].as_str().unwrap().contains("STOP"));
+    missed_call(&server, "CA00000000000000000000000000005901", "+15035550123").await;
+    let texts = texts_until(&server, Duration::from_secs(10), |t| t.len() == 1).await;
+    assert_eq!(texts[0].state, State::Skipped, "{texts:#?}");
+    assert!(server.admin_get("/api/v1/threads/%2B15035550123", true).await.json()["opted_out"].as_bool().unwrap());
+
+    server.post_signed(INCOMING_SMS, &refs(&sms(2, "+15035550123", "start"))).await;
+    missed_call(&server, "CA00000000000000000000000000005902", "+15035550123").await;
+    texts_until(&server, Duration::from_secs(10), |t| t.iter().any(|m| m.state == State::Sent)).await;
+    assert_eq!(twilio.seen().len(), 1);
+}
+
+fn verbs_of(xml: &str) -> Vec<String> {
+    let doc = roxmltree::Document::parse(xml).unwrap();
+    assert_eq!(doc.root_element().tag_name().name(), "Response");
+    doc.root_element().children().filter(|n| n.is_element()).map(|n| n.tag_name().name().to_owned()).collect()
+}

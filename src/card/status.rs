@@ -64,6 +64,8 @@ pub fn render(config: &Config, address: Option<IpAddr>, now: &jiff::Zoned) -> St
         "Paste into Twilio (Console > Phone Numbers > your number > Voice Configuration):".into(),
         format!("  A call comes in (Webhook, HTTP POST):  {public}{}", paths::INCOMING_CALL),
         format!("  Call status changes (HTTP POST):       {public}{}", paths::CALL_STATUS),
+        "  and under Messaging Configuration, for customers' texts:".into(),
+        format!("  A message comes in (Webhook, HTTP POST): {public}{}", paths::INCOMING_SMS),
         String::new(),
         "If the box cannot start, it writes CALLBOX-ERROR.txt here instead, naming the problem.".into(),
     ]);

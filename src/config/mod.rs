@@ -16,6 +16,7 @@ mod public_url;
 mod secret;
 mod server;
 mod storage;
+mod texts;
 mod tls;
 mod twilio;
 
@@ -39,6 +40,7 @@ pub use public_url::{PublicUrl, Scheme};
 pub use secret::Secret;
 pub use server::ServerConfig;
 pub use storage::StorageConfig;
+pub use texts::TextsConfig;
 pub use tls::{AcmeChallenge, AcmeConfig, LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING, TlsConfig, TlsMode};
 pub use twilio::{DEFAULT_API_BASE_URL, TwilioConfig};
 
@@ -78,6 +80,8 @@ struct RawConfig {
     missed_calls: MissedCallsConfig,
     #[serde(default)]
     hours: HoursConfig,
+    #[serde(default)]
+    texts: TextsConfig,
 }
 
 /// The validated configuration the box runs with.
@@ -108,6 +112,8 @@ pub struct Config {
     pub missed_calls: MissedCallsConfig,
     /// Opening hours: the front desk first while open.
     pub hours: HoursConfig,
+    /// The owner's saved texts.
+    pub texts: TextsConfig,
     /// True for `serve --dev`.
     pub dev: bool,
 }
@@ -190,6 +196,7 @@ impl Config {
             network: raw.network,
             missed_calls: raw.missed_calls,
             hours: raw.hours,
+            texts: raw.texts,
             dev: false,
         };
         config.apply_env(env);
@@ -215,6 +222,7 @@ impl Config {
             network: NetworkConfig::default(),
             missed_calls: MissedCallsConfig::default(),
             hours: HoursConfig::default(),
+            texts: TextsConfig::default(),
             dev: true,
         }
     }
@@ -259,6 +267,7 @@ impl Config {
         self.twilio.validate_rest(self.missed_calls.sends_anything(), errs);
         self.missed_calls.validate(errs);
         self.hours.validate(self.twilio.front_desk.as_deref(), errs);
+        self.texts.validate(errs);
         self.log.validate(errs);
     }
 

@@ -85,12 +85,17 @@ async fn route_authenticated(
         (&Method::GET, "/api/v1/texts") => {
             h::json(StatusCode::OK, &serde_json::json!({ "texts": app.texts.messages() }))
         }
+        (&Method::POST, "/api/v1/texts") => send_text(app, req).await,
+        (&Method::GET, "/api/v1/texts/templates") => {
+            h::json(StatusCode::OK, &serde_json::json!({ "templates": app.config.texts.templates }))
+        }
         (&Method::GET, "/api/v1/events") => app.dashboard.events(),
         (&Method::GET, "/api/v1/session") => session(caller),
         (&Method::GET, "/metrics") => app.dashboard.metrics(),
         (&Method::POST, "/logout") => logout(app, caller),
         (&Method::GET, "/api/v1/indicators") => h::json(StatusCode::OK, &app.indicators.snapshot()),
         (_, "/api/v1/indicators/ack") => indicators_ack(app, req.method()).await,
+        (&Method::GET, p) if p.starts_with("/api/v1/threads/") => thread(app, &p["/api/v1/threads/".len()..]),
         (&Method::GET, p) => match p.strip_prefix("/api/v1/calls/") {
             Some(rest) => match rest.split_once('/') {
                 None if !rest.is_empty() => get_call(app, rest),
@@ -258,6 +263,53 @@ fn get_call(app: &App, sid: &str) -> Response<Body> {
         }
         Ok(None) => h::text(StatusCode::NOT_FOUND, "no such call\n"),
         Err(e) => h::call_log_unavailable("admin API", &e),
+    }
+}
+
+/// `GET /api/v1/threads/{number}`: the texts with one customer, both ways.
+fn thread(app: &App, number: &str) -> Response<Body> {
+    let number = percent_encoding::percent_decode_str(number).decode_utf8_lossy();
+    if !crate::config::is_e164(&number) {
+        return h::text(StatusCode::BAD_REQUEST, "the thread's number must be E.164, e.g. %2B15035550123\n");
+    }
+    h::json(StatusCode::OK, &app.texts.thread(&number))
+}
+
+/// `POST /api/v1/texts` with `{"to": "+1…", "body": "…"}`: the owner's text, through the outbox.
+async fn send_text(app: &App, req: Request<Incoming>) -> Response<Body> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NewText {
+        to: String,
+        body: String,
+    }
+    use crate::texts::ReplyError as E;
+    let (parts, body) = req.into_parts();
+    let json = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !json.to_ascii_lowercase().starts_with("application/json") {
+        return h::text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected application/json\n");
+    }
+    let body = match h::read_body(&parts.headers, body).await {
+        Ok(b) => b,
+        Err(e) => return e.response(),
+    };
+    let text: NewText = match serde_json::from_slice(&body) {
+        Ok(t) => t,
+        Err(e) => {
+            let why = format!("expected {{\"to\": \"+1…\", \"body\": \"…\"}}: {e}");
+            return h::json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": why }));
+        }
+    };
+    match app.texts.reply(text.to.trim(), &text.body, jiff::Timestamp::now()).await {
+        Ok(m) => h::json(StatusCode::ACCEPTED, &m),
+        Err(E::Store(e)) => h::call_log_unavailable("admin API", &e),
+        Err(e) => {
+            let status = match e {
+                E::NotTextable(_) | E::Empty | E::TooLong(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::CONFLICT,
+            };
+            h::json(status, &serde_json::json!({ "error": e.to_string() }))
+        }
     }
 }
 

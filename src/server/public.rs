@@ -25,6 +25,8 @@ pub mod paths {
     pub const CALL_STATUS_ALIAS: &str = "/api/v1/webhooks/twilio/status";
     /// The front desk's `<Dial action>` (with `[hours]`).
     pub const DIAL_RESULT: &str = "/api/v1/webhooks/dial-result";
+    /// The shop number's messaging webhook: texts customers send.
+    pub const INCOMING_SMS: &str = "/api/v1/webhooks/incoming-sms";
     /// The `StatusCallback` of the texts the box sends.
     pub const MESSAGE_STATUS: &str = "/api/v1/webhooks/message-status";
     /// The `<Stream statusCallback>` the TwiML names.
@@ -42,6 +44,7 @@ enum Webhook {
     StreamStatus,
     MessageStatus,
     DialResult,
+    IncomingSms,
 }
 
 /// Routes one request on the public listener.
@@ -53,6 +56,7 @@ pub(super) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Bo
         paths::STREAM_STATUS => Webhook::StreamStatus,
         paths::MESSAGE_STATUS => Webhook::MessageStatus,
         paths::DIAL_RESULT => Webhook::DialResult,
+        paths::INCOMING_SMS => Webhook::IncomingSms,
         paths::MEDIA_STREAM => return super::upgrade::media_stream(&app, req).await,
         _ => return h::text(StatusCode::NOT_FOUND, "not found\n"),
     };
@@ -69,6 +73,7 @@ pub(super) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Bo
         Webhook::StreamStatus => "stream-status",
         Webhook::MessageStatus => "message-status",
         Webhook::DialResult => "dial-result",
+        Webhook::IncomingSms => "incoming-sms",
     };
     app.metrics
         .webhook_seconds
@@ -131,6 +136,7 @@ async fn webhook_request(app: &App, webhook: Webhook, req: Request<Incoming>) ->
         Webhook::StreamStatus => webhook::stream_status(&fields, now),
         Webhook::MessageStatus => return message_status(app, target, &fields).await,
         Webhook::DialResult => webhook::dial_result(&fields, now),
+        Webhook::IncomingSms => return incoming_sms(app, target, &fields, now).await,
     };
     let event = match event {
         Ok(e) => e,
@@ -168,7 +174,9 @@ async fn accept(app: &App, webhook: Webhook, fields: &[(String, String)], mut ev
             // Nobody picked up: the box takes the call, in its open-hours flow.
             _ => h::twiml(answer_call(app, fields, true, true)),
         },
-        (Webhook::CallStatus | Webhook::StreamStatus | Webhook::MessageStatus, _) => h::empty(StatusCode::NO_CONTENT),
+        (Webhook::CallStatus | Webhook::StreamStatus | Webhook::MessageStatus | Webhook::IncomingSms, _) => {
+            h::empty(StatusCode::NO_CONTENT)
+        }
     }
 }
 
@@ -199,6 +207,31 @@ fn dial_front_desk(app: &App) -> String {
         action: &action,
     }
     .to_xml()
+}
+
+/// A customer's text: on disk before Twilio hears back; the answer sends nothing back (the
+/// owner answers from the dashboard).
+async fn incoming_sms(app: &App, target: &str, fields: &[(String, String)], now: Timestamp) -> Response<Body> {
+    let sms = match webhook::incoming_sms(fields) {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("refused webhook {target}: {e}");
+            return h::text(StatusCode::BAD_REQUEST, "missing or invalid Twilio params\n");
+        }
+    };
+    let inbound = crate::texts::Inbound {
+        sid: sms.message_sid,
+        from: sms.from,
+        to: sms.to,
+        body: sms.body,
+        num_media: sms.num_media,
+        received_at: now,
+    };
+    let sid = inbound.sid.clone();
+    match app.texts.received(inbound).await {
+        Ok(_) => h::twiml(twiml::empty_response()),
+        Err(e) => h::call_log_unavailable(&format!("could not store text {sid}"), &e),
+    }
 }
 
 /// Twilio's news of a text the box sent: stored before the answer, like every event.

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 pub const KEY_PREFIX: &str = "msg/";
 /// Key prefix of opted-out numbers.
 pub const OPT_OUT_PREFIX: &str = "optout/";
+/// Key prefix of texts customers sent to the shop.
+pub const INBOUND_PREFIX: &str = "sms-in/";
 
 /// Why a text is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,6 +18,8 @@ pub enum Kind {
     TextBack,
     /// To the owner: a missed call or a new voicemail.
     OwnerAlert,
+    /// Written by the owner on the dashboard (an answer, "your car is ready").
+    Reply,
 }
 
 impl Kind {
@@ -24,6 +28,7 @@ impl Kind {
         match self {
             Self::TextBack => "text-back",
             Self::OwnerAlert => "owner-alert",
+            Self::Reply => "reply",
         }
     }
 }
@@ -260,6 +265,53 @@ impl Message {
     }
 }
 
+/// A text a customer sent to one of the shop's numbers (the number's messaging webhook).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inbound {
+    /// Twilio's `MessageSid`.
+    pub sid: String,
+    /// The customer.
+    pub from: String,
+    /// The shop's number it was sent to.
+    pub to: String,
+    /// The text.
+    pub body: String,
+    /// Pictures and other media attached (MMS); not downloaded.
+    #[serde(default)]
+    pub num_media: u32,
+    /// When the box got it.
+    pub received_at: Timestamp,
+}
+
+impl Inbound {
+    /// Its key in the call log.
+    pub fn key(&self) -> String {
+        format!("{INBOUND_PREFIX}{}", self.sid)
+    }
+}
+
+/// What a customer's text asks of the box's list of opted-out numbers. Twilio itself stops
+/// delivering after STOP and answers the keywords; the box follows so it does not try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keyword {
+    /// STOP, UNSUBSCRIBE, CANCEL, END, QUIT, STOPALL, REVOKE, OPTOUT.
+    OptOut,
+    /// START, UNSTOP, YES.
+    OptIn,
+}
+
+impl Keyword {
+    /// The keyword a text is, if it is only one (Twilio's rule: the whole body, any case).
+    pub fn of(body: &str) -> Option<Self> {
+        let word = body.trim().to_ascii_uppercase();
+        match word.as_str() {
+            "STOP" | "STOPALL" | "UNSUBSCRIBE" | "CANCEL" | "END" | "QUIT" | "REVOKE" | "OPTOUT" => Some(Self::OptOut),
+            "START" | "UNSTOP" | "YES" => Some(Self::OptIn),
+            _ => None,
+        }
+    }
+}
+
 /// A number that replied STOP (Twilio's 21610), kept so the box stops trying.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OptOut {
@@ -332,6 +384,15 @@ mod tests {
         m.status_update("undelivered", Some(30034), t(4));
         assert_eq!((m.state, m.error_code), (State::Undelivered, Some(30034)));
         assert!(m.error.as_deref().unwrap().contains("A2P 10DLC"), "{:?}", m.error);
+    }
+
+    #[test]
+    fn keywords_are_whole_bodies() {
+        assert_eq!(Keyword::of(" stop "), Some(Keyword::OptOut));
+        assert_eq!(Keyword::of("Unsubscribe"), Some(Keyword::OptOut));
+        assert_eq!(Keyword::of("START"), Some(Keyword::OptIn));
+        assert_eq!(Keyword::of("please stop calling"), None);
+        assert_eq!(Keyword::of("yes, 3pm works"), None);
     }
 
     #[test]

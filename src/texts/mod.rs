@@ -23,7 +23,7 @@ use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
 pub use client::TwilioRest;
-pub use message::{Kind, Message, OptOut, State};
+pub use message::{Inbound, Keyword, Kind, Message, OptOut, State};
 use policy::{History, Policy};
 
 use crate::calls::{CallLog, CallRecord, Store, StoreError};
@@ -75,11 +75,8 @@ impl Texts {
         Self { store, config, client, dashboard_url, status_callback, wake: Notify::new() }
     }
 
-    /// The client for `config`'s account, when texts are configured.
+    /// The client for `config`'s account, when it names one (`twilio.account_sid`).
     pub fn client_for(config: &Config) -> Result<Option<TwilioRest>, client::ClientError> {
-        if !config.missed_calls.sends_anything() {
-            return Ok(None);
-        }
         let Some((user, secret)) = config.twilio.rest_credentials() else { return Ok(None) };
         let account = config.twilio.account_sid.as_deref().unwrap_or_default();
         let timeout = Duration::from_secs(config.twilio.api_timeout_secs);
@@ -89,13 +86,20 @@ impl Texts {
     /// Runs the outbox until shutdown: resumes what a stop interrupted, then decides texts for
     /// each change on the bus and sends what is due.
     pub async fn run(self: Arc<Self>, calls: CallLog, shutdown: CancellationToken) {
-        if !self.config.missed_calls.sends_anything() {
+        let decides = self.config.missed_calls.sends_anything();
+        if !decides && self.client.is_none() {
             return;
         }
         let feed = calls.subscribe();
         self.resume().await;
-        self.rescan(Timestamp::now()).await;
-        tokio::join!(self.clone().decide_loop(feed, shutdown.clone()), self.send_loop(shutdown));
+        if decides {
+            self.rescan(Timestamp::now()).await;
+            tokio::join!(self.clone().decide_loop(feed, shutdown.clone()), self.send_loop(shutdown));
+        } else {
+            // Only the owner's replies: nothing to decide about calls.
+            drop(feed);
+            self.send_loop(shutdown).await;
+        }
     }
 
     /// A text whose request was out when the box stopped goes again.
@@ -293,6 +297,130 @@ impl Texts {
         Ok(true)
     }
 
+    /// A text from a customer (the messaging webhook): kept once however often Twilio
+    /// delivers it; STOP and START change whether the box may text that number. Returns
+    /// whether it was new.
+    pub async fn received(&self, inbound: Inbound) -> Result<bool, StoreError> {
+        let key = inbound.key();
+        let stored = self
+            .store
+            .update_doc::<Inbound, _>(&key, |d| {
+                if d.is_none() {
+                    *d = Some(inbound.clone());
+                }
+            })
+            .await?;
+        let new = stored.as_ref() == Some(&inbound);
+        if !new {
+            return Ok(false);
+        }
+        log::info!(
+            "text from {} to {} received ({} characters)",
+            inbound.from,
+            inbound.to,
+            inbound.body.chars().count()
+        );
+        match Keyword::of(&inbound.body) {
+            Some(Keyword::OptOut) => self.opt_out(&inbound.from, inbound.received_at).await,
+            Some(Keyword::OptIn) => {
+                let key = format!("{}{}", message::OPT_OUT_PREFIX, inbound.from);
+                self.store.update_doc::<OptOut, _>(&key, |d| *d = None).await?;
+                log::info!("{} opted in again (texted START)", inbound.from);
+            }
+            None => {}
+        }
+        Ok(true)
+    }
+
+    /// Queues the owner's text to `to`. The sender is `twilio.sms_from`, else the shop number
+    /// this customer last texted, called or was texted from.
+    pub async fn reply(&self, to: &str, body: &str, now: Timestamp) -> Result<Message, ReplyError> {
+        let body = body.trim();
+        if !policy::textable(to) {
+            return Err(ReplyError::NotTextable(to.to_owned()));
+        }
+        if body.is_empty() {
+            return Err(ReplyError::Empty);
+        }
+        if body.chars().count() > crate::config::MAX_BODY_CHARS {
+            return Err(ReplyError::TooLong(body.chars().count()));
+        }
+        if self.client.is_none() {
+            return Err(ReplyError::NotConfigured);
+        }
+        if self.opted_out(to) {
+            return Err(ReplyError::OptedOut(to.to_owned()));
+        }
+        let from = match self.config.twilio.sms_from.clone() {
+            Some(f) => f,
+            None => self.line_of(to).ok_or(ReplyError::NoSender)?,
+        };
+        let id = format!("{}:{}", Kind::Reply.as_str(), crate::random::hex::<8>());
+        let m = Message::new(id, Kind::Reply, None, to, Some(&from), body.to_owned(), now);
+        self.store.update_doc::<Message, _>(&m.key(), |d| *d = Some(m.clone())).await.map_err(ReplyError::Store)?;
+        log::info!("reply {} to {to} queued", m.id);
+        self.wake.notify_one();
+        Ok(m)
+    }
+
+    /// The shop number `customer` last dealt with.
+    fn line_of(&self, customer: &str) -> Option<String> {
+        let texted = self.inbound_from(customer).into_iter().map(|t| (t.received_at, t.to));
+        let sent = self.texts_to(customer).into_iter().filter_map(|m| Some((m.created_at, m.from?)));
+        let called = self
+            .store
+            .list(500, None)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.from.as_deref() == Some(customer))
+            .filter_map(|c| Some((c.first_seen, c.to?)));
+        texted
+            .chain(sent)
+            .chain(called)
+            .filter(|(_, line)| !line.starts_with("MG"))
+            .max_by_key(|(at, _)| *at)
+            .map(|(_, line)| line)
+    }
+
+    /// Every text `customer` sent, oldest first.
+    fn inbound_from(&self, customer: &str) -> Vec<Inbound> {
+        let mut all: Vec<Inbound> = match self.store.docs::<Inbound>(message::INBOUND_PREFIX) {
+            Ok(docs) => docs.into_iter().map(|(_, m)| m).filter(|m| m.from == customer).collect(),
+            Err(e) => {
+                log::warn!("texts: cannot read received texts: {e}");
+                Vec::new()
+            }
+        };
+        all.sort_by_key(|m| m.received_at);
+        all
+    }
+
+    /// Both sides of the texts with `customer`, oldest first.
+    pub fn thread(&self, customer: &str) -> Thread {
+        let mut entries: Vec<ThreadEntry> = self
+            .inbound_from(customer)
+            .into_iter()
+            .map(|m| ThreadEntry {
+                at: m.received_at,
+                incoming: true,
+                body: m.body,
+                kind: None,
+                state: None,
+                error: None,
+            })
+            .chain(self.texts_to(customer).into_iter().filter(|m| m.state != State::Skipped).map(|m| ThreadEntry {
+                at: m.created_at,
+                incoming: false,
+                body: m.body,
+                kind: Some(m.kind),
+                state: Some(m.state),
+                error: m.error,
+            }))
+            .collect();
+        entries.sort_by_key(|e| e.at);
+        Thread { number: customer.to_owned(), opted_out: self.opted_out(customer), entries }
+    }
+
     /// Every text, newest first.
     pub fn messages(&self) -> Vec<Message> {
         let mut all: Vec<Message> = match self.store.docs::<Message>(message::KEY_PREFIX) {
@@ -339,6 +467,64 @@ impl History for Texts {
         let key = format!("{}{number}", message::OPT_OUT_PREFIX);
         matches!(self.store.doc::<OptOut>(&key), Ok(Some(_)))
     }
+}
+
+/// Why the owner's text was not queued.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplyError {
+    /// Not a number that takes texts.
+    #[error("{0:?} is not a mobile number in E.164 form (+15035550123)")]
+    NotTextable(String),
+    /// Nothing to send.
+    #[error("the text is empty")]
+    Empty,
+    /// Over Twilio's limit.
+    #[error("the text is {0} characters; Twilio takes at most 1600")]
+    TooLong(usize),
+    /// No account to send with.
+    #[error("texts are not set up: set twilio.account_sid (and the Auth Token or an API key)")]
+    NotConfigured,
+    /// The customer replied STOP.
+    #[error("{0} replied STOP; they can text START to hear from the shop again")]
+    OptedOut(String),
+    /// No sender known for this customer.
+    #[error("no shop number to send from: set twilio.sms_from")]
+    NoSender,
+    /// The call log refused the write.
+    #[error("the text could not be stored: {0}")]
+    Store(StoreError),
+}
+
+/// The texts with one customer, both ways.
+#[derive(Debug, Clone, Serialize)]
+pub struct Thread {
+    /// The customer.
+    pub number: String,
+    /// Whether they replied STOP.
+    pub opted_out: bool,
+    /// Oldest first.
+    pub entries: Vec<ThreadEntry>,
+}
+
+/// One text in a [`Thread`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ThreadEntry {
+    /// When it was sent or received.
+    pub at: Timestamp,
+    /// From the customer.
+    pub incoming: bool,
+    /// The text.
+    pub body: String,
+    /// Why the box sent it (outgoing only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<Kind>,
+    /// Where it is (outgoing only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<State>,
+    /// What went wrong (outgoing only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `http://<hostname>.local:<admin port>/`: how a phone on the shop's Wi-Fi reaches the

@@ -129,6 +129,51 @@ pub struct MessageStatus {
     pub error_code: Option<u32>,
 }
 
+/// A text a customer sent to the shop's number (the number's messaging webhook).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingSms {
+    /// `SM…`/`MM…`.
+    pub message_sid: String,
+    /// The customer.
+    pub from: String,
+    /// The shop's number.
+    pub to: String,
+    /// The text (clipped to 1,600 characters, Twilio's own limit).
+    pub body: String,
+    /// Media attached (MMS).
+    pub num_media: u32,
+}
+
+/// The messaging webhook.
+pub fn incoming_sms(fields: &[(String, String)]) -> Result<IncomingSms, WebhookError> {
+    let mut names: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+    names.sort_unstable();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(WebhookError::Duplicate(w[0].to_owned()));
+    }
+    let message_sid =
+        form::get(fields, "MessageSid").filter(|s| !s.is_empty()).ok_or(WebhookError::Missing("MessageSid"))?;
+    if !sid::is_message_sid(message_sid) {
+        return Err(WebhookError::Invalid {
+            name: "MessageSid",
+            why: "not SM or MM followed by 32 lowercase hex digits",
+        });
+    }
+    if let Some(account) = form::get(fields, "AccountSid").filter(|s| !s.is_empty())
+        && !sid::is_account_sid(account)
+    {
+        return Err(WebhookError::Invalid { name: "AccountSid", why: "not AC followed by 32 lowercase hex digits" });
+    }
+    let from = form::get(fields, "From").filter(|s| !s.is_empty()).ok_or(WebhookError::Missing("From"))?;
+    let to = form::get(fields, "To").filter(|s| !s.is_empty()).ok_or(WebhookError::Missing("To"))?;
+    let num_media = match form::get(fields, "NumMedia").filter(|v| !v.is_empty()) {
+        Some(v) => v.parse::<u32>().map_err(|_| WebhookError::Invalid { name: "NumMedia", why: "not a number" })?,
+        None => 0,
+    };
+    let body: String = form::get(fields, "Body").unwrap_or("").chars().take(1600).collect();
+    Ok(IncomingSms { message_sid: message_sid.to_owned(), from: clip(from), to: clip(to), body, num_media })
+}
+
 /// A message status callback.
 pub fn message_status(fields: &[(String, String)]) -> Result<MessageStatus, WebhookError> {
     let mut names: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();

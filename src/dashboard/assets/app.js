@@ -48,9 +48,28 @@ function media(call) {
 const FINAL = new Set(["completed", "busy", "failed", "no-answer", "canceled"]);
 const MISSED = new Set(["busy", "failed", "no-answer", "canceled"]);
 
-function isLive(c) { return !FINAL.has(c.status); }
-function isMissed(c) { return MISSED.has(c.status) || (c.status === "completed" && media(c).outcome === "hangup"); }
-function hasVoicemail(c) { return media(c).outcome === "message" || media(c).recording !== ""; }
+function isLive(c) { return c.outcome ? c.outcome === "live" : !FINAL.has(c.status); }
+function isMissed(c) { return c.outcome ? c.outcome === "missed" : MISSED.has(c.status); }
+function hasVoicemail(c) { return c.outcome ? c.outcome === "voicemail" : media(c).outcome === "message"; }
+
+function clock(ms) {
+  const s = Math.floor((ms || 0) / 1000);
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+}
+
+// The call's outcome in the owner's words (the API's `outcome`).
+function outcomeLabel(c) {
+  const rec = c.stream && c.stream.recording;
+  switch (c.outcome) {
+    case "voicemail": return ["voicemail", "Voicemail " + clock(rec && rec.duration_ms)];
+    case "missed": return ["missed", "Missed"];
+    case "hung-up": return ["hungup", "Hung up"];
+    case "front-desk": return ["desk", "Sent to front desk"];
+    case "relayed": return ["agent", "Answered by the agent"];
+    case "live": return ["live", "On the line"];
+    default: return [String(c.status || "").replace(/[^a-z-]/g, ""), c.status];
+  }
+}
 
 function callItem(c) {
   const li = el("li", "call");
@@ -63,11 +82,8 @@ function callItem(c) {
   meta.append(el("span", "time", fmtTime(c.first_seen)));
   if (c.to) meta.append(el("span", "line", c.to));
   const right = el("div", "right");
-  const m = media(c);
-  const badge = el("span", "badge " + (isMissed(c) ? "missed" : c.status.replace(/[^a-z-]/g, "")), isMissed(c) ? "missed" : c.status);
-  right.append(badge);
-  if (hasVoicemail(c)) right.append(el("span", "badge voicemail", "voicemail"));
-  if (m.outcome === "front-desk") right.append(el("span", "badge desk", "front desk"));
+  const [cls, label] = outcomeLabel(c);
+  right.append(el("span", "badge " + cls, label));
   if (c.duration_secs !== null && c.duration_secs !== undefined) right.append(el("span", "dur", fmtDuration(c.duration_secs)));
   li.append(who, meta, right);
   li.addEventListener("click", () => showDetail(c.call_sid));
@@ -106,6 +122,7 @@ function showDetail(sid) {
   const c = state.calls.get(sid);
   if (!c) return;
   fillDetail(c, true);
+  loadThread(c);
   const d = document.getElementById("detail");
   d.hidden = false;
   d.scrollIntoView({ behavior: "smooth", block: "start" });
@@ -118,7 +135,7 @@ function fillDetail(c, fresh) {
   const rows = [
     ["Caller", c.from], ["Line", c.to], ["Status", c.status], ["Arrived", fmtTime(c.first_seen)],
     ["Answered", fmtTime(c.answered_at)], ["Ended", fmtTime(c.ended_at)], ["Duration", fmtDuration(c.duration_secs)],
-    ["Flow", m.flow], ["Outcome", m.outcome], ["Call SID", c.call_sid],
+    ["Flow", m.flow], ["Outcome", outcomeLabel(c)[1]], ["Call SID", c.call_sid],
   ].filter(([, v]) => v);
   facts.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", null, k), el("dd", null, v)]));
   const player = document.getElementById("player");
@@ -141,6 +158,54 @@ function fillDetail(c, fresh) {
   }));
 }
 
+// The texts with the caller, both ways, and a form to answer (saved texts to pick from).
+async function loadThread(c) {
+  const box = document.getElementById("thread");
+  const number = c.from || "";
+  if (!/^\+[1-9][0-9]{7,14}$/.test(number)) { box.hidden = true; return; }
+  box.hidden = false;
+  box.dataset.number = number;
+  const r = await api(`/api/v1/threads/${encodeURIComponent(number)}`);
+  if (!r.ok || box.dataset.number !== number) return;
+  const t = await r.json();
+  document.getElementById("thread-list").replaceChildren(...t.entries.map(e => {
+    const li = el("li", e.incoming ? "in" : "out");
+    li.append(el("span", "time", fmtTime(e.at)), el("span", "what", e.body));
+    if (!e.incoming) li.append(el("span", "sub", [e.kind, e.state, e.error].filter(Boolean).join(" · ")));
+    return li;
+  }));
+  document.getElementById("thread-empty").hidden = t.entries.length > 0;
+  document.getElementById("thread-stop").hidden = !t.opted_out;
+}
+
+async function sendText(ev) {
+  ev.preventDefault();
+  const box = document.getElementById("thread");
+  const body = document.getElementById("reply-body");
+  const status = document.getElementById("reply-status");
+  status.textContent = "Sending…";
+  const r = await api("/api/v1/texts", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ to: box.dataset.number, body: body.value }),
+  });
+  if (r.ok) { body.value = ""; status.textContent = "Queued."; }
+  else { status.textContent = ((await r.json().catch(() => ({}))).error) || `Not sent (HTTP ${r.status}).`; }
+  const c = state.calls.get(state.selected);
+  if (c) loadThread(c);
+}
+
+async function loadTemplates() {
+  const r = await api("/api/v1/texts/templates");
+  if (!r.ok) return;
+  const { templates } = await r.json();
+  const select = document.getElementById("reply-template");
+  select.replaceChildren(el("option", null, "Saved texts…"), ...templates.map(t => { const o = el("option", null, t); o.value = t; return o; }));
+  select.firstChild.value = "";
+  select.hidden = templates.length === 0;
+  select.addEventListener("change", () => { if (select.value) document.getElementById("reply-body").value = select.value; });
+}
+
 async function loadCalls() {
   const r = await api("/api/v1/calls?limit=200");
   const page = await r.json();
@@ -156,8 +221,10 @@ async function loadStatus() {
     const cert = h.tls && h.tls.certificate;
     if (cert && cert.not_after) text += " · certificate until " + new Date(cert.not_after).toLocaleDateString();
     if (h.tls_fault) text += " · certificate problem";
+    if (h.texts && h.texts.failed) text += ` · ${h.texts.failed} text(s) failed`;
+    chip.title = (h.texts && h.texts.last_failure) || "Box health";
     chip.textContent = text;
-    chip.className = "chip " + (h.status === "ok" && !h.tls_fault ? "ok" : "bad");
+    chip.className = "chip " + (h.status === "ok" && !h.tls_fault && !(h.texts && h.texts.failed) ? "ok" : "bad");
     document.getElementById("footer").textContent = `callbox ${h.version} · ${h.calls} calls in the log · ${h.public_url}`;
   } catch (e) { /* shown on the next poll */ }
   try {
@@ -209,7 +276,10 @@ async function main() {
     await api("/logout", { method: "POST" });
     location.href = "/login";
   });
+  document.getElementById("reply").addEventListener("submit", sendText);
   await loadCalls();
+  loadTemplates();
+  setInterval(() => { const c = state.calls.get(state.selected); if (c && !document.getElementById("detail").hidden) loadThread(c); }, 10000);
   connectLive();
   loadStatus();
   setInterval(loadStatus, 30000);
