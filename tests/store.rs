@@ -98,3 +98,40 @@ fn a_second_process_gets_a_clear_locked_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use") || err.contains("holds"), "{err}");
 }
+
+#[tokio::test]
+async fn documents_survive_a_crash_and_a_compaction_like_calls() {
+    // The texts' outbox lives in the call log's documents: what was acknowledged is there after
+    // a crash (the index is rebuilt from the journal) and after the journal is compacted.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.record(event("CA01", Timestamp::now(), 0)).await.unwrap();
+        for n in 0..50u32 {
+            let stored = store
+                .update_doc::<serde_json::Value, _>(&format!("msg/{n:03}"), |d| {
+                    *d = Some(serde_json::json!({ "n": n }))
+                })
+                .await;
+            assert_eq!(stored.unwrap(), Some(serde_json::json!({ "n": n })));
+        }
+        store.update_doc::<serde_json::Value, _>("msg/007", |d| *d = None).await.unwrap();
+        // Dropped without close: a crash. Nothing tells the next start the index is whole.
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let docs = store.docs::<serde_json::Value>("msg/").unwrap();
+    assert_eq!(docs.len(), 49, "every acknowledged write, and the removal");
+    assert!(store.doc::<serde_json::Value>("msg/007").unwrap().is_none());
+    assert_eq!(store.doc::<serde_json::Value>("msg/049").unwrap(), Some(serde_json::json!({ "n": 49 })));
+    store.compact().unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.docs::<serde_json::Value>("msg/").unwrap().len(), 49, "the compacted journal keeps them");
+    assert!(store.get("CA01").unwrap().is_some());
+    // Unchanged writes are not journaled again.
+    let before = store.size_on_disk().unwrap();
+    for _ in 0..20 {
+        store.update_doc::<serde_json::Value, _>("msg/001", |_| {}).await.unwrap();
+    }
+    assert!(store.size_on_disk().unwrap() <= before + 4096);
+}

@@ -624,3 +624,18 @@ fn verbs_of(xml: &str) -> Vec<String> {
     assert_eq!(doc.root_element().tag_name().name(), "Response");
     doc.root_element().children().filter(|n| n.is_element()).map(|n| n.tag_name().name().to_owned()).collect()
 }
+
+#[tokio::test]
+async fn a_request_twilio_never_answers_times_out_and_is_tried_again() {
+    let twilio = FakeTwilio::start(vec![Then::Hang]).await;
+    let server = TestServer::start_with(|c| {
+        texts_config(c, &twilio.url);
+        c.missed_calls.notify.clear();
+    })
+    .await;
+    missed_call(&server, "CA00000000000000000000000000006101", "+15035550123").await;
+    let waiting = texts_until(&server, Duration::from_secs(10), |t| t.iter().any(|m| m.retry_at.is_some())).await;
+    assert!(waiting[0].error.as_deref().unwrap().contains("did not answer within 2s"), "{waiting:#?}");
+    let texts = texts_until(&server, Duration::from_secs(20), all_in(State::Sent, 1)).await;
+    assert_eq!((texts[0].attempts, twilio.seen().len()), (2, 2));
+}

@@ -13,6 +13,9 @@ use super::ConfigError;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HoursConfig {
+    /// IANA time zone the hours are in (e.g. `America/Chicago`); `indicators.time_zone`, else
+    /// the system's, when unset.
+    pub time_zone: Option<String>,
     /// Monday's opening hours.
     pub mon: Option<String>,
     /// Tuesday's.
@@ -36,6 +39,7 @@ pub struct HoursConfig {
 impl Default for HoursConfig {
     fn default() -> Self {
         Self {
+            time_zone: None,
             mon: None,
             tue: None,
             wed: None,
@@ -115,7 +119,20 @@ impl HoursConfig {
         }
     }
 
+    /// The zone the hours are in: `hours.time_zone`, else `fallback` (the shop's).
+    pub fn zone(&self, fallback: TimeZone) -> TimeZone {
+        self.time_zone.as_deref().and_then(|name| TimeZone::get(name).ok()).unwrap_or(fallback)
+    }
+
     pub(super) fn validate(&self, front_desk: Option<&str>, errs: &mut Vec<ConfigError>) {
+        if let Some(name) = &self.time_zone
+            && TimeZone::get(name).is_err()
+        {
+            errs.push(ConfigError::invalid(
+                "hours.time_zone",
+                format!("{name:?} is not a known IANA time zone; use e.g. \"America/Chicago\""),
+            ));
+        }
         for (day, key) in DAYS {
             if let Some(text) = self.day(day)
                 && let Err(why) = parse_ranges(text)

@@ -193,7 +193,7 @@ fn route(app: &App, now: Timestamp) -> Route {
     if !hours.is_set() || app.config.twilio.front_desk.is_none() {
         return Route { front_desk: false, reason: None };
     }
-    match hours.open_at(now, &app.config.indicators.time_zone()) {
+    match hours.open_at(now, &hours.zone(app.config.indicators.time_zone())) {
         Open::Yes(reason) => Route { front_desk: true, reason: Some(reason) },
         Open::No(reason) => Route { front_desk: false, reason: Some(reason) },
     }
