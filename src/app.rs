@@ -168,6 +168,13 @@ async fn prune_loop(app: Arc<App>) {
             Ok(n) => log::info!("pruned {n} old calls from the call log"),
             Err(e) => log::warn!("pruning the call log failed: {e}"),
         }
+        if let Some(cutoff) = cutoff {
+            match app.texts.prune(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => log::info!("pruned {n} old texts from the call log"),
+                Err(e) => log::warn!("pruning old texts failed: {e}"),
+            }
+        }
         tokio::select! {
             () = tokio::time::sleep(PRUNE_INTERVAL) => {}
             () = app.shutdown.cancelled() => return,

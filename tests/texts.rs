@@ -639,3 +639,16 @@ async fn a_request_twilio_never_answers_times_out_and_is_tried_again() {
     let texts = texts_until(&server, Duration::from_secs(20), all_in(State::Sent, 1)).await;
     assert_eq!((texts[0].attempts, twilio.seen().len()), (2, 2));
 }
+
+#[tokio::test]
+async fn retention_prunes_old_texts_but_never_an_opt_out() {
+    let twilio = FakeTwilio::start(vec![]).await;
+    let server = TestServer::start_with(|c| texts_config(c, &twilio.url)).await;
+    missed_call(&server, "CA00000000000000000000000000006201", "+15035550123").await;
+    texts_until(&server, Duration::from_secs(10), all_in(State::Sent, 2)).await;
+    server.post_signed("/api/v1/webhooks/incoming-sms", &refs(&sms(9, "+15035550124", "STOP"))).await;
+    let later = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(1);
+    assert_eq!(server.app.texts.prune(later).await.unwrap(), 3, "two sent, one received");
+    assert!(server.app.texts.messages().is_empty());
+    assert!(server.admin_get("/api/v1/threads/%2B15035550124", true).await.json()["opted_out"].as_bool().unwrap());
+}

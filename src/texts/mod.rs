@@ -421,6 +421,23 @@ impl Texts {
         Thread { number: customer.to_owned(), opted_out: self.opted_out(customer), entries }
     }
 
+    /// Removes texts (both ways) from before `cutoff`, as retention does with calls; opt-outs
+    /// are kept, since forgetting one would text somebody who said STOP. Returns how many.
+    pub async fn prune(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
+        let mut old: Vec<String> = self
+            .messages()
+            .into_iter()
+            .filter(|m| m.created_at < cutoff && !m.state.is_open())
+            .map(|m| m.key())
+            .collect();
+        let inbound = self.store.docs::<Inbound>(message::INBOUND_PREFIX)?;
+        old.extend(inbound.into_iter().filter(|(_, m)| m.received_at < cutoff).map(|(_, m)| m.key()));
+        for key in &old {
+            self.store.update_doc::<serde_json::Value, _>(key, |d| *d = None).await?;
+        }
+        Ok(old.len())
+    }
+
     /// Every text, newest first.
     pub fn messages(&self) -> Vec<Message> {
         let mut all: Vec<Message> = match self.store.docs::<Message>(message::KEY_PREFIX) {
