@@ -218,6 +218,17 @@ async fn owner_logs_in_watches_a_call_arrive_plays_it_and_logs_out() {
     let timeline = c.find(Locator::Css("#timeline")).await.unwrap().text().await.unwrap();
     assert!(timeline.contains("completed") && timeline.contains("media-stream"), "{timeline}");
 
+    // The caller's texts beside the call; answering needs a Twilio account, and the page says so.
+    wait_js(&c, "!document.querySelector('#thread').hidden", "the caller's texts").await;
+    c.find(Locator::Css("#reply-body")).await.unwrap().send_keys("Your car is ready.").await.unwrap();
+    c.find(Locator::Css("#reply button[type=submit]")).await.unwrap().click().await.unwrap();
+    wait_js(
+        &c,
+        "document.querySelector('#reply-status').textContent.includes('twilio.account_sid')",
+        "why the text was not sent",
+    )
+    .await;
+
     // The message is waiting: the banner shows it, and the owner marks it as heard.
     wait_js(&c, "!document.querySelector('#message-banner').hidden", "the message-waiting banner").await;
     c.find(Locator::Css("#ack")).await.unwrap().click().await.unwrap();
