@@ -162,6 +162,7 @@ async fn owner_logs_in_watches_a_call_arrive_plays_it_and_logs_out() {
     // Not logged in: the login form. A wrong token is refused.
     c.goto(&format!("{base}/")).await.unwrap();
     assert!(c.current_url().await.unwrap().path().ends_with("/login"));
+    check_layout_and_screenshot(&c, "login", 1280, 800).await;
     check_layout_and_screenshot(&c, "login", 390, 844).await;
     c.find(Locator::Css("#token")).await.unwrap().send_keys("wrong-token").await.unwrap();
     c.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
@@ -216,7 +217,15 @@ async fn owner_logs_in_watches_a_call_arrive_plays_it_and_logs_out() {
     let secs = duration.as_f64().unwrap();
     assert!((2.5..=3.5).contains(&secs), "the caller spoke for 3 s, the player says {secs}");
     let timeline = c.find(Locator::Css("#timeline")).await.unwrap().text().await.unwrap();
-    assert!(timeline.contains("completed") && timeline.contains("media-stream"), "{timeline}");
+    // The steps in words, to the second.
+    for step in ["Call came in", "Greeting played", "Caller spoke", "Message saved 0:0", "Call ended"] {
+        assert!(timeline.contains(step), "{step:?} missing from the timeline:\n{timeline}");
+    }
+    assert!(
+        timeline.lines().any(|l| l.len() >= 8 && l.as_bytes()[2] == b':' && l.as_bytes()[5] == b':'),
+        "times with seconds:\n{timeline}"
+    );
+    assert!(!timeline.contains("media-stream") && !timeline.contains("status-callback"), "{timeline}");
 
     // The caller's texts beside the call; answering needs a Twilio account, and the page says so.
     wait_js(&c, "!document.querySelector('#thread').hidden", "the caller's texts").await;

@@ -2,7 +2,7 @@
 // the call log is written with textContent (caller IDs come from the phone network).
 "use strict";
 
-const state = { calls: new Map(), filter: "all", line: "", csrf: null, selected: null };
+const state = { calls: new Map(), texts: new Map(), filter: "all", line: "", csrf: null, selected: null, offlineSince: null };
 
 async function api(path, options = {}) {
   const headers = Object.assign({}, options.headers || {});
@@ -27,6 +27,38 @@ function fmtTime(iso) {
   return sameDay ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
                  : d.toLocaleDateString([], { month: "short", day: "numeric" }) + " " +
                    d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+// With seconds, for the timeline: steps of one call are seconds apart.
+function fmtClock(iso) {
+  return iso ? new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" }) : "";
+}
+
+// One step of a call in the owner's words.
+function stepLabel(e, c) {
+  const d = e.details || {};
+  if (e.source === "incoming-call") return d.Route === "front-desk" ? "Call came in: rang the front desk" : "Call came in";
+  if (e.source === "dial-result") return ["completed", "answered"].includes(d.DialCallStatus) ? "Front desk picked up" : "Front desk did not pick up";
+  if (e.source === "media-stream") {
+    switch (d.MediaEvent) {
+      case "started": return "Greeting played";
+      case "answered": return d.Flow === "relay" ? "Agent took the call" : "Caller spoke";
+      case "failover": return "Agent unreachable: voicemail instead";
+      case "stopped": {
+        const rec = c.stream && c.stream.recording;
+        const keys = c.stream && c.stream.dtmf ? `pressed ${c.stream.dtmf}, ` : "";
+        const what = d.Outcome === "message" && c.outcome === "voicemail" ? `message saved ${clock(rec && rec.duration_ms)}`
+          : d.Outcome === "front-desk" ? "sent to the front desk"
+          : d.Outcome === "relayed" ? "agent finished" : "hung up";
+        return `${keys}${what}`.replace(/^./, ch => ch.toUpperCase());
+      }
+      default: return d.MediaEvent || "stream";
+    }
+  }
+  if (e.source === "stream-status") return null;
+  const words = { queued: "Queued", initiated: "Twilio took the call", ringing: "Ringing", "in-progress": "Answered",
+    completed: "Call ended", busy: "Busy", "no-answer": "Nobody answered", failed: "Call failed", canceled: "Caller hung up" };
+  return words[e.status] || e.status || e.source;
 }
 
 function fmtDuration(s) {
@@ -74,7 +106,9 @@ function outcomeLabel(c) {
 function callItem(c) {
   const li = el("li", "call");
   li.tabIndex = 0;
+  li.setAttribute("role", "button");
   li.dataset.sid = c.call_sid;
+  if (c.call_sid === state.selected) li.setAttribute("aria-current", "true");
   const who = el("div", "who");
   who.append(el("span", "from", c.caller_name || c.from || "unknown caller"));
   if (c.caller_name && c.from) who.append(el("span", "sub", c.from));
@@ -87,7 +121,9 @@ function callItem(c) {
   if (c.duration_secs !== null && c.duration_secs !== undefined) right.append(el("span", "dur", fmtDuration(c.duration_secs)));
   li.append(who, meta, right);
   li.addEventListener("click", () => showDetail(c.call_sid));
-  li.addEventListener("keydown", e => { if (e.key === "Enter") showDetail(c.call_sid); });
+  li.addEventListener("keydown", e => {
+    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); showDetail(c.call_sid); }
+  });
   return li;
 }
 
@@ -123,9 +159,12 @@ function showDetail(sid) {
   if (!c) return;
   fillDetail(c, true);
   loadThread(c);
+  loadCallTexts(sid);
   const d = document.getElementById("detail");
   d.hidden = false;
+  render();
   d.scrollIntoView({ behavior: "smooth", block: "start" });
+  document.getElementById("detail-title").focus({ preventScroll: true });
 }
 
 function fillDetail(c, fresh) {
@@ -149,11 +188,15 @@ function fillDetail(c, fresh) {
     audio.removeAttribute("src");
   }
   const tl = document.getElementById("timeline");
-  tl.replaceChildren(...(c.events || []).map(e => {
+  const steps = (c.events || []).map(e => [e.received_at, stepLabel(e, c)]).filter(([, what]) => what);
+  for (const t of state.texts.get(c.call_sid) || []) {
+    const who = t.kind === "text-back" ? "Texted back" : t.kind === "owner-alert" ? `Owner alerted (${t.to})` : "Texted";
+    steps.push([t.created_at, t.state === "skipped" ? `Not texted back: ${t.skipped}` : `${who}: ${t.state}`]);
+  }
+  steps.sort((a, b) => (a[0] < b[0] ? -1 : 1));
+  tl.replaceChildren(...steps.map(([at, what]) => {
     const li = el("li");
-    const what = e.status || (e.details && (e.details.MediaEvent || e.details.StreamEvent)) || e.source;
-    li.append(el("span", "time", fmtTime(e.received_at)), el("span", "what", `${e.source}: ${what}`));
-    if (e.details && e.details.Digits) li.append(el("span", "sub", `digits ${e.details.Digits}`));
+    li.append(el("span", "time", fmtClock(at)), el("span", "what", what));
     return li;
   }));
 }
@@ -206,6 +249,30 @@ async function loadTemplates() {
   select.addEventListener("change", () => { if (select.value) document.getElementById("reply-body").value = select.value; });
 }
 
+// The texts about one call, for its timeline.
+async function loadCallTexts(sid) {
+  const r = await api(`/api/v1/calls/${encodeURIComponent(sid)}`);
+  if (!r.ok) return;
+  const full = await r.json();
+  state.texts.set(sid, full.texts || []);
+  if (state.selected === sid && state.calls.has(sid)) fillDetail(state.calls.get(sid));
+}
+
+// The box stopped answering: say so, instead of showing stale state as if it were live.
+function setOffline(off) {
+  if (off && !state.offlineSince) state.offlineSince = new Date();
+  if (!off) state.offlineSince = null;
+  const b = document.getElementById("offline-banner");
+  b.hidden = !off;
+  if (off) {
+    document.getElementById("offline-text").textContent =
+      `The box is not answering since ${fmtClock(state.offlineSince.toISOString())}. This page shows what it knew then.`;
+    const chip = document.getElementById("health");
+    chip.textContent = "not answering";
+    chip.className = "chip bad";
+  }
+}
+
 async function loadCalls() {
   const r = await api("/api/v1/calls?limit=200");
   const page = await r.json();
@@ -215,7 +282,10 @@ async function loadCalls() {
 
 async function loadStatus() {
   try {
-    const h = await (await api("/api/v1/health")).json();
+    const r = await api("/api/v1/health");
+    setOffline(!r.ok);
+    if (!r.ok) return;
+    const h = await r.json();
     const chip = document.getElementById("health");
     let text = h.status === "ok" ? "healthy" : h.status;
     const cert = h.tls && h.tls.certificate;
@@ -226,7 +296,7 @@ async function loadStatus() {
     chip.textContent = text;
     chip.className = "chip " + (h.status === "ok" && !h.tls_fault && !(h.texts && h.texts.failed) ? "ok" : "bad");
     document.getElementById("footer").textContent = `callbox ${h.version} · ${h.calls} calls in the log · ${h.public_url}`;
-  } catch (e) { /* shown on the next poll */ }
+  } catch (e) { setOffline(true); return; }
   try {
     const r = await api("/api/v1/indicators");
     if (r.ok) {
@@ -234,8 +304,12 @@ async function loadStatus() {
       const chip = document.getElementById("indicator");
       chip.textContent = ind.state ? String(ind.state).replace(/_/g, "-") : "lights";
       chip.className = "chip";
-      const waiting = ind.message_waiting === true || ind.state === "message-waiting" || ind.state === "message_waiting";
-      document.getElementById("message-banner").hidden = !waiting;
+      // The count, whatever the lights show right now (a live call outranks the message LED).
+      const out = ind.output || ind;
+      const waiting = Number(out.messages_waiting || 0);
+      document.getElementById("message-text").textContent =
+        waiting === 1 ? "1 message or missed call waiting." : `${waiting} messages or missed calls waiting.`;
+      document.getElementById("message-banner").hidden = waiting === 0;
     } else {
       document.getElementById("indicator").hidden = true;
     }
@@ -251,7 +325,9 @@ function connectLive() {
     loadStatus();
   });
   es.addEventListener("resync", () => loadCalls());
-  es.onerror = () => { /* EventSource reconnects by itself (retry: 3000) */ };
+  // EventSource reconnects by itself (retry: 3000); meanwhile the page says the box is away.
+  es.onerror = () => { if (es.readyState !== EventSource.OPEN) loadStatus(); };
+  es.onopen = () => { if (state.offlineSince) { setOffline(false); loadCalls(); loadStatus(); } };
 }
 
 async function main() {
@@ -264,8 +340,12 @@ async function main() {
   }));
   document.getElementById("line").addEventListener("change", e => { state.line = e.target.value; render(); });
   document.getElementById("detail-close").addEventListener("click", () => {
+    const back = state.selected;
     state.selected = null;
     document.getElementById("detail").hidden = true;
+    render();
+    const row = document.querySelector(`#calls [data-sid="${back}"]`);
+    if (row) row.focus();
   });
   document.getElementById("ack").addEventListener("click", async () => {
     const r = await api("/api/v1/indicators/ack", { method: "POST" });
