@@ -5,6 +5,7 @@ pub mod bus;
 mod call_log;
 pub mod event;
 pub mod export;
+pub mod heard;
 mod journal;
 pub mod outcome;
 pub mod record;

@@ -17,7 +17,7 @@ use super::machine::{FaultSource, Machine, Now, Output, Settings};
 use super::speaker::{self, SimSpeaker, Speaker, ToneLog};
 use super::tone::{self, ToneSpec};
 use super::{Indicators, LedsView, Snapshot, ToneView, health};
-use crate::calls::{BusMessage, CallLog};
+use crate::calls::{BusMessage, CallLog, Outcome, heard};
 use crate::config::{IndicatorsConfig, SpeakerBackendChoice};
 
 /// How often the call-log error flag is read.
@@ -59,7 +59,13 @@ pub async fn run(inputs: Inputs, shutdown: CancellationToken) {
     let speaker = open_speaker(&config, &tones, inputs.handle.tone_log().clone()).await;
     let now = Instant::now();
     let led = LedDriver::new(leds, &config, now);
-    let machine = Machine::new(Settings::from_config(&config));
+    let mut machine = Machine::new(Settings::from_config(&config));
+    // Waiting messages survive a restart: the call log knows what the owner has not heard.
+    match heard::waiting(inputs.calls.store()) {
+        Ok(waiting) => waiting.iter().for_each(|sid| machine.set_waiting(sid, true)),
+        Err(e) => log::warn!("indicators could not read the waiting messages: {e}"),
+    }
+    let heard_at = heard::heard_at(inputs.calls.store());
     let driver = Driver {
         inputs,
         tones,
@@ -72,6 +78,7 @@ pub async fn run(inputs: Inputs, shutdown: CancellationToken) {
         next_store_check: now,
         next_disk_check: now,
         external: BTreeMap::new(),
+        heard_at,
     };
     driver.run(bus, shutdown).await;
 }
@@ -106,6 +113,8 @@ struct Driver {
     next_disk_check: Instant,
     /// Faults reported through the handle, as last seen.
     external: BTreeMap<FaultSource, String>,
+    /// When the owner last marked the messages as heard (older calls wait no more).
+    heard_at: Option<Timestamp>,
 }
 
 impl Driver {
@@ -144,6 +153,7 @@ impl Driver {
                 Ok(()) = acks.changed() => {
                     self.acks = *acks.borrow_and_update();
                     self.machine.acknowledge();
+                    self.heard_at = heard::heard_at(self.inputs.calls.store());
                     log::info!("messages acknowledged");
                 }
                 () = tokio::time::sleep_until(deadline) => {}
@@ -199,6 +209,14 @@ impl Driver {
     fn on_event(&mut self, message: &BusMessage) {
         self.last_event = self.last_event.max(message.event.received_at);
         self.machine.on_event(&message.event, Instant::now());
+        let record = &message.record;
+        match record.outcome {
+            Outcome::Live => {}
+            outcome => self.machine.set_waiting(
+                &record.call_sid,
+                outcome.wants_call_back() && self.heard_at.is_none_or(|t| record.first_seen > t),
+            ),
+        }
     }
 
     /// Takes the faults reported through the handle, clearing those no longer reported.
@@ -474,6 +492,54 @@ mod tests {
             .unwrap()
             .clone();
         assert!(snap.tone.playing && snap.running);
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn waiting_messages_survive_a_restart_and_a_hang_up_lights_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(dir.path());
+        let waiting = |inputs: &Inputs| inputs.handle.snapshot().output.messages_waiting;
+        let start = |inputs: &Inputs| {
+            let shutdown = CancellationToken::new();
+            (tokio::spawn(run(inputs.clone(), shutdown.clone())), shutdown)
+        };
+        let (task, shutdown) = start(&app);
+        started(&app).await;
+        app.calls.record(event("CA1", EventSource::StatusCallback, Some(CallStatus::NoAnswer), &[])).await.unwrap();
+        // A caller gone within a second: a hang-up, not a missed call.
+        let mut quick = event("CA2", EventSource::StatusCallback, Some(CallStatus::Completed), &[]);
+        app.calls.record(event("CA2", EventSource::IncomingCall, Some(CallStatus::Ringing), &[])).await.unwrap();
+        quick.received_at = Timestamp::now() + jiff::SignedDuration::from_millis(900);
+        app.calls.record(quick).await.unwrap();
+        let mut rx = app.handle.subscribe();
+        tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| s.output.messages_waiting == 1))
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(waiting(&app), 1, "the hang-up waits for nobody");
+        shutdown.cancel();
+        task.await.unwrap();
+
+        // A restart (or a power cut) does not turn the message light off.
+        let again = Inputs { handle: Arc::new(Indicators::new()), ..app.clone() };
+        let (task, shutdown) = start(&again);
+        started(&again).await;
+        assert_eq!(waiting(&again), 1);
+        assert_eq!(again.handle.snapshot().output.state, IndicatorState::MessageWaiting);
+        // Heard, then restarted: stays off.
+        heard::mark_all_heard(again.calls.store(), Timestamp::now()).await.unwrap();
+        let n = again.handle.acknowledge();
+        again.handle.wait_acknowledged(n, Duration::from_secs(1)).await;
+        assert_eq!(waiting(&again), 0);
+        shutdown.cancel();
+        task.await.unwrap();
+        let third = Inputs { handle: Arc::new(Indicators::new()), ..app.clone() };
+        let (task, shutdown) = start(&third);
+        started(&third).await;
+        assert_eq!(waiting(&third), 0);
         shutdown.cancel();
         task.await.unwrap();
     }

@@ -344,6 +344,10 @@ async fn indicators_ack(app: &App, method: &Method) -> Response<Body> {
         r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
         return r;
     }
+    // On disk first: after a restart the message light must still say what the owner heard.
+    if let Err(e) = crate::calls::heard::mark_all_heard(app.calls.store(), jiff::Timestamp::now()).await {
+        return h::call_log_unavailable("marking the messages as heard", &e);
+    }
     let n = app.indicators.acknowledge();
     let snapshot = app.indicators.wait_acknowledged(n, std::time::Duration::from_secs(2)).await;
     h::json(StatusCode::OK, &snapshot)
