@@ -238,6 +238,24 @@ async fn owner_logs_in_watches_a_call_arrive_plays_it_and_logs_out() {
     )
     .await;
 
+    check_layout_and_screenshot(&c, "detail", 1280, 800).await;
+    // On a phone the detail has the screen to itself; closing it goes back to the list,
+    // with focus on the call's row.
+    check_layout_and_screenshot(&c, "detail", 390, 844).await;
+    let hidden = "getComputedStyle(document.querySelectorAll('main > .card')[1]).display === 'none'";
+    assert_eq!(
+        c.execute(&format!("return {hidden};"), vec![]).await.unwrap(),
+        json!(true),
+        "the list under the detail"
+    );
+    c.find(Locator::Css("#detail-close")).await.unwrap().click().await.unwrap();
+    wait_js(
+        &c,
+        &format!("document.activeElement && document.activeElement.dataset.sid === '{sid}'"),
+        "focus back on the row",
+    )
+    .await;
+
     // The message is waiting: the banner shows it, and the owner marks it as heard.
     wait_js(&c, "!document.querySelector('#message-banner').hidden", "the message-waiting banner").await;
     c.find(Locator::Css("#ack")).await.unwrap().click().await.unwrap();
@@ -265,7 +283,15 @@ async fn owner_logs_in_watches_a_call_arrive_plays_it_and_logs_out() {
     wait_js(&c, &only_voicemail, "the voicemail filter").await;
 
     check_layout_and_screenshot(&c, "dashboard", 390, 844).await;
-    check_layout_and_screenshot(&c, "dashboard", 1280, 900).await;
+    check_layout_and_screenshot(&c, "dashboard", 1280, 800).await;
+    let icon = c
+        .execute_async(
+            "fetch('/assets/favicon.svg').then(r => arguments[0](r.status + ' ' + r.headers.get('content-type')));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(icon, json!("200 image/svg+xml"), "the favicon");
 
     // Sign out: back to the login form, and the API no longer answers this browser.
     c.find(Locator::Css("#logout")).await.unwrap().click().await.unwrap();

@@ -30,6 +30,7 @@ const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const STYLE_CSS: &str = include_str!("assets/style.css");
 const LOGIN_HTML: &str = include_str!("assets/login.html");
+const FAVICON_SVG: &str = include_str!("assets/favicon.svg");
 
 /// A static asset of the dashboard, if `path` names one.
 pub fn asset(path: &str) -> Option<Response<Body>> {
@@ -37,6 +38,7 @@ pub fn asset(path: &str) -> Option<Response<Body>> {
         "/" | "/index.html" => (INDEX_HTML, "text/html; charset=utf-8"),
         "/assets/app.js" => (APP_JS, "text/javascript; charset=utf-8"),
         "/assets/style.css" => (STYLE_CSS, "text/css; charset=utf-8"),
+        "/assets/favicon.svg" => (FAVICON_SVG, "image/svg+xml"),
         _ => return None,
     };
     let mut r = h::with_type(StatusCode::OK, kind, Bytes::from_static(body.as_bytes()));

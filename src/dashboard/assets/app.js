@@ -162,6 +162,7 @@ function showDetail(sid) {
   loadCallTexts(sid);
   const d = document.getElementById("detail");
   d.hidden = false;
+  document.body.classList.add("detail-open");
   render();
   d.scrollIntoView({ behavior: "smooth", block: "start" });
   document.getElementById("detail-title").focus({ preventScroll: true });
@@ -343,6 +344,7 @@ async function main() {
     const back = state.selected;
     state.selected = null;
     document.getElementById("detail").hidden = true;
+    document.body.classList.remove("detail-open");
     render();
     const row = document.querySelector(`#calls [data-sid="${back}"]`);
     if (row) row.focus();
