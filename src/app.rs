@@ -75,8 +75,14 @@ impl App {
             max_sessions: config.server.max_connections,
             shutdown: shutdown.clone(),
         });
-        let dashboard =
-            Dashboard::new(calls.clone(), config.storage.dir.clone(), metrics.clone(), tls.status(), shutdown.clone());
+        let dashboard = Dashboard::new(
+            calls.clone(),
+            config.storage.dir.clone(),
+            metrics.clone(),
+            tls.status(),
+            shutdown.clone(),
+            config.indicators.time_zone(),
+        );
         Self {
             config,
             calls,

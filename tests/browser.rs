@@ -292,6 +292,16 @@ async fn owner_logs_in_watches_a_call_arrive_plays_it_and_logs_out() {
         .await
         .unwrap();
     assert_eq!(icon, json!("200 image/svg+xml"), "the favicon");
+    // The Export CSV button downloads the range the list shows, the call in it.
+    let export = c
+        .execute_async(
+            "fetch(document.querySelector('#export').href).then(r => r.text()).then(t => arguments[0](t));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let export = export.as_str().unwrap();
+    assert!(export.starts_with("call_sid,local_time,") && export.contains(&sid), "{export}");
 
     // Sign out: back to the login form, and the API no longer answers this browser.
     c.find(Locator::Css("#logout")).await.unwrap().click().await.unwrap();

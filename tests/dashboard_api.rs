@@ -217,6 +217,15 @@ async fn csv_export_round_trips_awkward_values() {
     let col = |n: &str| header.iter().position(|h| h == n).unwrap();
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), 3);
+    assert!(!header.iter().any(|h| h == "recording"), "no internal paths: {header:?}");
+    for row in &rows {
+        // Local time as a spreadsheet reads it, and whole seconds in UTC.
+        let local = &row[col("local_time")];
+        assert!(local.len() == 19 && local.as_bytes()[10] == b' ' && local.as_bytes()[13] == b':', "{local}");
+        let utc = &row[col("first_seen")];
+        assert!(utc.len() == 20 && utc.ends_with('Z'), "no fractions of a second: {utc}");
+        assert_eq!(&row[col("outcome")], "live");
+    }
     for (row, name) in rows.iter().zip(names) {
         assert_eq!(&row[col("caller_name")], name);
         // Starts with `+`: a spreadsheet would read it as a formula, so it is kept as text.

@@ -13,43 +13,54 @@ use std::borrow::Cow;
 use super::event::{MediaEvent, detail};
 use super::record::CallRecord;
 
-/// CSV columns, in order.
-pub const COLUMNS: [&str; 12] = [
+/// CSV columns, in order. Times are whole seconds: `local_time` in the shop's zone as a
+/// spreadsheet reads it, the others RFC 3339 UTC. No internal paths: the voicemail is its
+/// length, and plays from the dashboard.
+pub const COLUMNS: [&str; 13] = [
     "call_sid",
+    "local_time",
     "first_seen",
     "from",
     "to",
     "caller_name",
     "direction",
     "status",
+    "outcome",
     "answered_at",
     "ended_at",
     "duration_secs",
-    "outcome",
-    "recording",
+    "voicemail_secs",
 ];
 
-/// Writes `calls` as CSV (RFC 4180 quoting, UTF-8) with a header row.
-pub fn write_csv<W: std::io::Write>(calls: &[CallRecord], out: W) -> Result<(), csv::Error> {
+/// Writes `calls` as CSV (RFC 4180 quoting, UTF-8) with a header row; `tz` is the shop's.
+pub fn write_csv<W: std::io::Write>(calls: &[CallRecord], tz: &jiff::tz::TimeZone, out: W) -> Result<(), csv::Error> {
     let mut w = csv::Writer::from_writer(out);
     w.write_record(COLUMNS)?;
     for c in calls {
         let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-        let time = |t: Option<jiff::Timestamp>| t.map(|t| t.to_string()).unwrap_or_default();
-        let (_, recording) = media_outcome(c);
+        let utc = |t: jiff::Timestamp| t.round(jiff::Unit::Second).map_or_else(|_| t.to_string(), |t| t.to_string());
+        let time = |t: Option<jiff::Timestamp>| t.map(utc).unwrap_or_default();
+        let voicemail = c
+            .stream
+            .as_ref()
+            .and_then(|s| s.recording.as_ref())
+            .filter(|_| c.outcome == super::Outcome::Voicemail)
+            .map(|r| format!("{:.1}", r.duration_ms as f64 / 1000.0))
+            .unwrap_or_default();
         let row = [
             c.call_sid.clone(),
-            c.first_seen.to_string(),
+            c.first_seen.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M:%S").to_string(),
+            utc(c.first_seen),
             opt(&c.from),
             opt(&c.to),
             opt(&c.caller_name),
             opt(&c.direction),
             c.status.as_str().to_owned(),
+            c.outcome.as_str().to_owned(),
             time(c.answered_at),
             time(c.ended_at),
             c.duration_secs.map(|d| d.to_string()).unwrap_or_default(),
-            c.outcome.as_str().to_owned(),
-            recording,
+            voicemail,
         ];
         w.write_record(row.iter().map(|cell| neutralise(cell).into_owned()))?;
     }

@@ -115,7 +115,7 @@ fn export_csv(
         Ok(body) => body.to_vec(),
         Err(FetchError::Unreachable(why)) => with_store(config, admin_url, &why, |store| {
             let mut out = Vec::new();
-            crate::calls::export::write_csv(&store.between(start, end)?, &mut out)?;
+            crate::calls::export::write_csv(&store.between(start, end)?, &config.indicators.time_zone(), &mut out)?;
             Ok(out)
         })?,
         Err(FetchError::Refused(why)) => bail!("the admin API at {admin_url} refused the request: {why}"),

@@ -78,6 +78,8 @@ pub struct Dashboard {
     metrics: Arc<Metrics>,
     certificate: TlsStatusRx,
     shutdown: CancellationToken,
+    /// The shop's time zone, for the CSV's local times.
+    time_zone: jiff::tz::TimeZone,
 }
 
 impl Dashboard {
@@ -88,8 +90,9 @@ impl Dashboard {
         metrics: Arc<Metrics>,
         certificate: TlsStatusRx,
         shutdown: CancellationToken,
+        time_zone: jiff::tz::TimeZone,
     ) -> Self {
-        Self { calls, storage_dir, metrics, certificate, shutdown }
+        Self { calls, storage_dir, metrics, certificate, shutdown, time_zone }
     }
 
     /// Follows the call bus for the live board's metrics until shutdown (see [`live`]).
@@ -189,7 +192,7 @@ impl Dashboard {
             Err(e) => return h::call_log_unavailable("CSV export", &e),
         };
         let mut out = Vec::new();
-        if let Err(e) = export::write_csv(&calls, &mut out) {
+        if let Err(e) = export::write_csv(&calls, &self.time_zone, &mut out) {
             log::error!("CSV export: {e}");
             return h::text(StatusCode::INTERNAL_SERVER_ERROR, "export failed\n");
         }

@@ -149,6 +149,10 @@ function render() {
     return true;
   });
   document.getElementById("calls").replaceChildren(...shown.map(callItem));
+  // Export what the list covers: from the oldest call loaded to today, in local dates.
+  const day = d => `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
+  const oldest = all.length ? new Date(all[all.length - 1].first_seen) : new Date();
+  document.getElementById("export").href = `/api/v1/calls.csv?from=${day(oldest)}&to=${day(new Date())}`;
   document.getElementById("calls-empty").hidden = shown.length > 0;
   if (state.selected && state.calls.has(state.selected)) fillDetail(state.calls.get(state.selected));
 }
