@@ -320,6 +320,25 @@ apply_overlay() {
     # trixie's sshd-keygen.service runs `ssh-keygen -A` (RSA too: 30 s under emulation) before
     # the first sshd; callbox-ssh makes the one ed25519 key sshd is configured for.
     ln -sfn /dev/null "$etc/sshd-keygen.service"
+    # Early-boot helpers the box has no use for, each a process start on the way to serving
+    # (3 to 7 s each in systemd-analyze blame of an emulated first boot, all competing for the
+    # same cores): networkd files from the kernel command line (the card has its own), udev
+    # rules from system credentials (none are passed), the DRM module ahead of logind (no
+    # seat; on a Pi udev still loads the HDMI driver when it finds the hardware), EFI pstore
+    # (a Pi has no EFI), configfs and FUSE with their mounts, binfmt_misc, huge pages.
+    for unit in $early_boot_masked; do
+        ln -sfn /dev/null "$etc/$unit"
+    done
+    # The phone line first while the box boots: at start-up every unit competes for the same
+    # cores, and the path to answering (udev finding the boot partition, its fsck and mount,
+    # the import, the socket's check, callbox itself) gets ten times the others' share.
+    # StartupCPUWeight= applies only until the boot is finished.
+    for unit in systemd-udevd.service systemd-fsck@.service boot-firmware.mount callbox-firstboot.service \
+        callbox.socket callbox.service; do
+        mkdir -p "$etc/$unit.d"
+        printf '# callbox image: the path to answering calls first while booting.\n[%s]\nStartupCPUWeight=1000\n' \
+            "$(unit_section "$unit")" >"$etc/$unit.d/50-callbox-boot-first.conf"
+    done
 
     # Units the box does not need at boot: the D-Bus wpa_supplicant (wpa_supplicant@wlan0 is
     # the one used) and e2scrub_reap (LVM snapshots; the card has no LVM).
@@ -335,6 +354,20 @@ apply_overlay() {
     # Per-box identity is made at first boot.
     if [[ -e "$root/etc/machine-id" ]]; then : >"$root/etc/machine-id"; fi
     rm -f "$root/var/lib/dbus/machine-id" "$root/var/lib/systemd/random-seed"
+}
+
+# Units masked on the card (see apply_overlay); check-image.sh checks the same list.
+early_boot_masked="systemd-network-generator.service systemd-udev-load-credentials.service modprobe@drm.service
+    modprobe@efi_pstore.service modprobe@configfs.service modprobe@fuse.service sys-kernel-config.mount
+    sys-fs-fuse-connections.mount systemd-binfmt.service dev-hugepages.mount"
+
+# The section of a unit file that takes cgroup settings such as StartupCPUWeight=.
+unit_section() {
+    case "$1" in
+        *.mount) echo Mount ;;
+        *.socket) echo Socket ;;
+        *) echo Service ;;
+    esac
 }
 
 # --- stage 3: assembly (no mounts) ---------------------------------------------------------------

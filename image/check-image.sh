@@ -179,6 +179,15 @@ ssh_links=$(for d in multi-user.target.wants sockets.target.wants; do dfs "ls -p
 check "sshd is not enabled${ssh_links:+ (found: $ssh_links)}" test -z "$ssh_links"
 check "no sshd.service alias (left by 'systemctl enable ssh')" test -z "$(ftype "$wants/sshd.service")"
 check "/etc/machine-id is empty (each box makes its own at first boot)" test -z "$(cat_file /etc/machine-id)"
+for unit in sshd-keygen.service systemd-network-generator.service systemd-udev-load-credentials.service modprobe@drm.service \
+    modprobe@efi_pstore.service modprobe@configfs.service modprobe@fuse.service sys-kernel-config.mount \
+    sys-fs-fuse-connections.mount systemd-binfmt.service dev-hugepages.mount; do
+    check "$unit is masked (not needed on the way to serving)" test "$(link_dest "$wants/$unit")" = /dev/null
+done
+for unit in systemd-udevd.service systemd-fsck@.service boot-firmware.mount callbox-firstboot.service callbox.socket callbox.service; do
+    check "$unit gets the CPU first while booting (StartupCPUWeight=1000)" \
+        grep -q '^StartupCPUWeight=1000$' < <(cat_file "$wants/$unit.d/50-callbox-boot-first.conf")
+done
 host_keys=$(dfs 'ls -p /etc/ssh' | awk -F/ '{ print $6 }' | grep '^ssh_host_' || true)
 check "no SSH host keys baked into the image (each box makes its own)" test -z "$host_keys"
 
