@@ -224,6 +224,16 @@ boot() {
         -display none -monitor none -serial "file:$console" -no-reboot &
     qemu_pid=$!
     boot_t0=$SECONDS
+    boot_cpu0=$(host_cpu)
+}
+
+# The host's CPU counters (all jiffies, and those stolen by a hypervisor), for how much of the
+# host this boot really had: on a shared VM, steal time slows the emulated guest's clock-time.
+host_cpu() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $9 }' /proc/stat; }
+stolen_percent() { # stolen_percent "TOTAL0 STEAL0": percent of host CPU time stolen since then
+    read -r t0 s0 <<<"$1"
+    read -r t1 s1 <<<"$(host_cpu)"
+    echo $(((s1 - s0) * 100 / ((t1 - t0) > 0 ? (t1 - t0) : 1)))
 }
 
 # wait_for URL [CURL ARGS...]: polls until 200 or the boot's deadline; prints the seconds it took.
@@ -292,8 +302,15 @@ if ((serving)) && [[ -n "$mode" ]]; then
     # Boot time in the guest's own clock: callbox.service active (READY=1), from the kernel's start.
     active_us=$(guest "systemctl show -P ActiveEnterTimestampMonotonic callbox.service" || echo 0)
     echo "measure: callbox.service ready at $((active_us / 1000)) ms of guest time; the host saw /healthz after ${t} s"
+    echo "measure: the hypervisor stole $(stolen_percent "$boot_cpu0")% of this host's CPU time since power-on"
     echo "measure: $(guest "systemd-analyze time" 2>/dev/null | head -n 1)"
     guest "systemd-analyze critical-chain callbox.service" 2>/dev/null | sed -n "4,\$s/^/measure:   /p" || true
+    # Where the kernel's part goes (the initrd's unpacking and its own udev run are in it).
+    guest "dmesg" 2>/dev/null | grep -E "Unpacking initramfs|Freeing initrd memory|Run /init as init|systemd 2[0-9]{2}" |
+        sed 's/^/measure: kernel /' || true
+    guest "systemd-analyze blame --no-pager" 2>/dev/null | head -n 25 | sed 's/^/measure: blame /' || true
+    guest "journalctl -b -o short-monotonic --no-pager -u callbox-firstboot.service -u callbox.socket -u callbox.service" \
+        2>/dev/null | head -n 25 | sed 's/^/measure: journal /' || true
 
     # The card fills itself.
     for _ in $(seq 60); do
