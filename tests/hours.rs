@@ -170,24 +170,7 @@ async fn after_hours_callers_hear_the_after_hours_greeting_and_flow() {
             c.media.after_hours_greeting_wav = Some(wav.clone());
         })
         .await;
-        let opts = callbox::simulate::Options {
-            box_url: format!("http://{}", server.public),
-            public_url: None,
-            stream_url: Some(format!("ws://{}{MEDIA_PATH}", server.public)),
-            auth_token: AUTH_TOKEN.into(),
-            from: "+15035550123".into(),
-            to: "+15035550100".into(),
-            call_sid: None,
-            audio: callbox::simulate::CallerAudio::Tone { hz: 440.0, duration: std::time::Duration::from_millis(500) },
-            dtmf: Vec::new(),
-            fast: false,
-            save_box_audio: None,
-            greeting_timeout: std::time::Duration::from_secs(10),
-            ring: std::time::Duration::ZERO,
-            hang_up_after: None,
-            no_answer: false,
-            front_desk_answers: false,
-        };
+        let opts = rehearsal(&server, std::time::Duration::from_millis(500), None, false, false);
         // While open the front desk rings first; nobody picks up, and the box's open-hours
         // greeting (the built-in prompt) plays.
         let summary = callbox::simulate::run(&opts, false).await.unwrap();
@@ -205,24 +188,7 @@ async fn after_hours_callers_hear_the_after_hours_greeting_and_flow() {
 #[tokio::test]
 async fn simulate_call_follows_the_front_desk() {
     let server = TestServer::start_with(|c| every_day(c, "00:00-24:00")).await;
-    let opts = callbox::simulate::Options {
-        box_url: format!("http://{}", server.public),
-        public_url: None,
-        stream_url: Some(format!("ws://{}{MEDIA_PATH}", server.public)),
-        auth_token: AUTH_TOKEN.into(),
-        from: "+15035550123".into(),
-        to: "+15035550100".into(),
-        call_sid: None,
-        audio: callbox::simulate::CallerAudio::Tone { hz: 440.0, duration: std::time::Duration::from_secs(1) },
-        dtmf: Vec::new(),
-        fast: true,
-        save_box_audio: None,
-        greeting_timeout: std::time::Duration::from_secs(10),
-        ring: std::time::Duration::ZERO,
-        hang_up_after: None,
-        no_answer: false,
-        front_desk_answers: true,
-    };
+    let opts = rehearsal(&server, std::time::Duration::from_secs(1), None, false, true);
     let summary = callbox::simulate::run(&opts, false).await.unwrap();
     assert!(summary.stream_sid.is_empty(), "no stream: the front desk had it");
     let call = server.app.calls.store().get(&summary.call_sid).unwrap().unwrap();

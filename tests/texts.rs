@@ -468,28 +468,6 @@ async fn nothing_is_sent_when_texts_are_off() {
     assert_eq!(calls["calls"][0]["outcome"], "missed");
 }
 
-/// What `callbox simulate-call` does, from the library: the installer's rehearsal.
-fn rehearsal(server: &TestServer, hang_up_after: Option<f64>, no_answer: bool) -> callbox::simulate::Options {
-    callbox::simulate::Options {
-        box_url: format!("http://{}", server.public),
-        public_url: None,
-        stream_url: Some(format!("ws://{}{MEDIA_PATH}", server.public)),
-        auth_token: AUTH_TOKEN.into(),
-        from: "+15035550123".into(),
-        to: "+15035550100".into(),
-        call_sid: None,
-        audio: callbox::simulate::CallerAudio::Tone { hz: 440.0, duration: Duration::from_secs(3) },
-        dtmf: Vec::new(),
-        fast: false,
-        save_box_audio: None,
-        greeting_timeout: Duration::from_secs(10),
-        ring: Duration::ZERO,
-        hang_up_after: hang_up_after.map(Duration::from_secs_f64),
-        no_answer,
-        front_desk_answers: false,
-    }
-}
-
 #[tokio::test]
 async fn simulate_call_plays_missed_calls_an_installer_can_watch() {
     let twilio = FakeTwilio::start(vec![]).await;
@@ -499,11 +477,14 @@ async fn simulate_call_plays_missed_calls_an_installer_can_watch() {
     })
     .await;
     // The caller stays silent after the beep and hangs up 4.5 s in: nobody, no message.
-    let silent = callbox::simulate::run(&rehearsal(&server, Some(4.5), false), false).await.unwrap();
+    let silent = callbox::simulate::run(&rehearsal(&server, Duration::from_secs(3), Some(4.5), false, false), false)
+        .await
+        .unwrap();
     let call = server.app.calls.store().get(&silent.call_sid).unwrap().unwrap();
     assert_eq!(call.outcome, callbox::calls::Outcome::Missed, "{call:#?}");
     // Twilio could not reach anyone: no stream at all.
-    let unanswered = callbox::simulate::run(&rehearsal(&server, None, true), false).await.unwrap();
+    let unanswered =
+        callbox::simulate::run(&rehearsal(&server, Duration::from_secs(3), None, true, false), false).await.unwrap();
     let call = server.app.calls.store().get(&unanswered.call_sid).unwrap().unwrap();
     assert_eq!((call.outcome, call.stream.is_none()), (callbox::calls::Outcome::Missed, true));
     let texts = texts_until(&server, Duration::from_secs(10), all_in(State::Sent, 4)).await;
@@ -512,7 +493,8 @@ async fn simulate_call_plays_missed_calls_an_installer_can_watch() {
         assert!(kinds.contains(&Kind::TextBack) && kinds.contains(&Kind::OwnerAlert), "{sid}: {texts:#?}");
     }
     // A caller who talks for 3 s leaves a voicemail: the owner hears, the caller gets no text.
-    let message = callbox::simulate::run(&rehearsal(&server, None, false), false).await.unwrap();
+    let message =
+        callbox::simulate::run(&rehearsal(&server, Duration::from_secs(3), None, false, false), false).await.unwrap();
     let call = server.app.calls.store().get(&message.call_sid).unwrap().unwrap();
     assert_eq!(call.outcome, callbox::calls::Outcome::Voicemail, "{call:#?}");
     let texts = texts_until(&server, Duration::from_secs(10), all_in(State::Sent, 5)).await;

@@ -144,13 +144,9 @@ pub struct IncomingSms {
     pub num_media: u32,
 }
 
-/// The messaging webhook.
-pub fn incoming_sms(fields: &[(String, String)]) -> Result<IncomingSms, WebhookError> {
-    let mut names: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
-    names.sort_unstable();
-    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-        return Err(WebhookError::Duplicate(w[0].to_owned()));
-    }
+/// A messaging form's `MessageSid`, once the form is one Twilio could have sent.
+fn message_sid(fields: &[(String, String)]) -> Result<&str, WebhookError> {
+    no_duplicates(fields)?;
     let message_sid =
         form::get(fields, "MessageSid").filter(|s| !s.is_empty()).ok_or(WebhookError::Missing("MessageSid"))?;
     if !sid::is_message_sid(message_sid) {
@@ -159,6 +155,22 @@ pub fn incoming_sms(fields: &[(String, String)]) -> Result<IncomingSms, WebhookE
             why: "not SM or MM followed by 32 lowercase hex digits",
         });
     }
+    Ok(message_sid)
+}
+
+/// A form that names a field twice is refused rather than read one way or the other.
+fn no_duplicates(fields: &[(String, String)]) -> Result<(), WebhookError> {
+    let mut names: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+    names.sort_unstable();
+    match names.windows(2).find(|w| w[0] == w[1]) {
+        Some(w) => Err(WebhookError::Duplicate(w[0].to_owned())),
+        None => Ok(()),
+    }
+}
+
+/// The messaging webhook.
+pub fn incoming_sms(fields: &[(String, String)]) -> Result<IncomingSms, WebhookError> {
+    let message_sid = message_sid(fields)?;
     if let Some(account) = form::get(fields, "AccountSid").filter(|s| !s.is_empty())
         && !sid::is_account_sid(account)
     {
@@ -176,16 +188,7 @@ pub fn incoming_sms(fields: &[(String, String)]) -> Result<IncomingSms, WebhookE
 
 /// A message status callback.
 pub fn message_status(fields: &[(String, String)]) -> Result<MessageStatus, WebhookError> {
-    let mut names: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
-    names.sort_unstable();
-    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-        return Err(WebhookError::Duplicate(w[0].to_owned()));
-    }
-    let message_sid =
-        form::get(fields, "MessageSid").filter(|s| !s.is_empty()).ok_or(WebhookError::Missing("MessageSid"))?;
-    if !sid::is_message_sid(message_sid) {
-        return Err(WebhookError::Invalid { name: "MessageSid", why: "not SM followed by 32 lowercase hex digits" });
-    }
+    let message_sid = message_sid(fields)?;
     let status = form::get(fields, "MessageStatus")
         .or_else(|| form::get(fields, "SmsStatus"))
         .filter(|s| !s.is_empty())
@@ -243,11 +246,7 @@ fn base_event(fields: &[(String, String)], source: EventSource, now: Timestamp) 
 /// fields). Only Twilio's exact shapes are taken, and a form that names a field twice is
 /// refused rather than read one way or the other.
 fn validate_ids(fields: &[(String, String)], call_sid: &str) -> Result<(), WebhookError> {
-    let mut names: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
-    names.sort_unstable();
-    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-        return Err(WebhookError::Duplicate(w[0].to_owned()));
-    }
+    no_duplicates(fields)?;
     if !sid::is_call_sid(call_sid) {
         return Err(WebhookError::Invalid { name: "CallSid", why: "not CA followed by 32 lowercase hex digits" });
     }

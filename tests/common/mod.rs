@@ -687,3 +687,32 @@ pub fn free_port() -> u16 {
         }
     }
 }
+
+/// What `callbox simulate-call` plays, from the library, against `server`: a 3 s tone from
+/// +15035550123 to +15035550100 in real time, no ring, the other options as given.
+pub fn rehearsal(
+    server: &TestServer,
+    talk: std::time::Duration,
+    hang_up_after: Option<f64>,
+    no_answer: bool,
+    front_desk_answers: bool,
+) -> callbox::simulate::Options {
+    callbox::simulate::Options {
+        box_url: format!("http://{}", server.public),
+        public_url: None,
+        stream_url: Some(format!("ws://{}{MEDIA_PATH}", server.public)),
+        auth_token: AUTH_TOKEN.into(),
+        from: "+15035550123".into(),
+        to: "+15035550100".into(),
+        call_sid: None,
+        audio: callbox::simulate::CallerAudio::Tone { hz: 440.0, duration: talk },
+        dtmf: Vec::new(),
+        fast: false,
+        save_box_audio: None,
+        greeting_timeout: std::time::Duration::from_secs(10),
+        ring: std::time::Duration::ZERO,
+        hang_up_after: hang_up_after.map(std::time::Duration::from_secs_f64),
+        no_answer,
+        front_desk_answers,
+    }
+}
