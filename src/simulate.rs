@@ -610,6 +610,7 @@ impl<'c, 'a> Conversation<'c, 'a> {
                 self.talk_from = Some(Instant::now());
                 if self.opts.hang_up_after.is_some() {
                     self.t.line("→ caller stays silent");
+                    self.summary.marks.push(name);
                     return Ok(Step::Continue);
                 }
                 self.t.line(format!(

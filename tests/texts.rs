@@ -480,6 +480,7 @@ async fn simulate_call_plays_missed_calls_an_installer_can_watch() {
     let silent = callbox::simulate::run(&rehearsal(&server, Duration::from_secs(3), Some(4.5), false, false), false)
         .await
         .unwrap();
+    assert_eq!(silent.marks.len(), 1, "the greeting's mark was echoed before the caller gave up");
     let call = server.app.calls.store().get(&silent.call_sid).unwrap().unwrap();
     assert_eq!(call.outcome, callbox::calls::Outcome::Missed, "{call:#?}");
     // Twilio could not reach anyone: no stream at all.
