@@ -584,21 +584,9 @@ impl Store {
             writer.segment = Some(Segment::create(&journal_dir, snapshot_seq + 1).map_err(io)?);
             snapshot_seq
         };
-        let keys: Vec<String> = {
+        let (keys, doc_keys) = {
             let db = self.db()?;
-            db.scan_prefix(RECORD_PREFIX)
-                .keys()
-                .filter_map(Result::ok)
-                .map(|k| String::from_utf8_lossy(&k[RECORD_PREFIX.len()..]).into_owned())
-                .collect()
-        };
-        let doc_keys: Vec<String> = {
-            let db = self.db()?;
-            db.scan_prefix(DOC_PREFIX)
-                .keys()
-                .filter_map(Result::ok)
-                .map(|k| String::from_utf8_lossy(&k[DOC_PREFIX.len()..]).into_owned())
-                .collect()
+            (keys_under(&db, RECORD_PREFIX), keys_under(&db, DOC_PREFIX))
         };
         let records = keys.into_iter().filter_map(|sid| {
             let _stripe = self.stripe(&sid);
@@ -1027,6 +1015,15 @@ fn apply_entry(db: &sled::Db, entry: Entry) -> Result<(), StoreError> {
         Entry::Seal { .. } => {}
     }
     Ok(())
+}
+
+/// The keys under `prefix`, without it.
+fn keys_under(db: &sled::Db, prefix: &[u8]) -> Vec<String> {
+    db.scan_prefix(prefix)
+        .keys()
+        .filter_map(Result::ok)
+        .map(|k| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+        .collect()
 }
 
 fn doc_key(key: &str) -> Vec<u8> {

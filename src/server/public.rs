@@ -153,50 +153,52 @@ async fn webhook_request(app: &App, webhook: Webhook, req: Request<Incoming>) ->
 async fn accept(app: &App, webhook: Webhook, fields: &[(String, String)], mut event: CallEvent) -> Response<Body> {
     // Where the call goes is decided once, when it arrives, and kept on the call with the
     // reason: the owner can see why a call rang the front desk or not.
-    let route = matches!(webhook, Webhook::IncomingCall).then(|| route(app, event.received_at));
-    if let Some(route) = &route
-        && let Some(reason) = &route.reason
-    {
-        let kind = if route.front_desk { "front-desk" } else { "box" };
+    let open = matches!(webhook, Webhook::IncomingCall).then(|| open_now(app, event.received_at)).flatten();
+    if let Some(open) = &open {
+        let (kind, reason) = match open {
+            Open::Yes(reason) => ("front-desk", reason),
+            Open::No(reason) => ("box", reason),
+        };
         event.details.insert(detail::ROUTE.into(), kind.into());
         event.details.insert(detail::ROUTE_REASON.into(), reason.clone());
     }
     if let Err(resp) = record(app, event.clone()).await {
         return resp;
     }
-    match (webhook, route) {
-        (Webhook::IncomingCall, Some(route)) if route.front_desk => h::twiml(dial_front_desk(app)),
-        (Webhook::IncomingCall, route) => {
-            h::twiml(answer_call(app, fields, route.is_some_and(|r| r.reason.is_some()), false))
-        }
-        (Webhook::DialResult, _) => match event.detail(detail::DIAL_STATUS) {
+    match webhook {
+        Webhook::IncomingCall => match open {
+            Some(Open::Yes(_)) => h::twiml(dial_front_desk(app)),
+            Some(Open::No(_)) => h::twiml(answer_call(app, fields, Hours::Closed)),
+            None => h::twiml(answer_call(app, fields, Hours::Unset)),
+        },
+        Webhook::DialResult => match event.detail(detail::DIAL_STATUS) {
             Some("completed" | "answered") => h::twiml(twiml::hangup()),
             // Nobody picked up: the box takes the call, in its open-hours flow.
-            _ => h::twiml(answer_call(app, fields, true, true)),
+            _ => h::twiml(answer_call(app, fields, Hours::Open)),
         },
-        (Webhook::CallStatus | Webhook::StreamStatus | Webhook::MessageStatus | Webhook::IncomingSms, _) => {
+        Webhook::CallStatus | Webhook::StreamStatus | Webhook::MessageStatus | Webhook::IncomingSms => {
             h::empty(StatusCode::NO_CONTENT)
         }
     }
 }
 
-/// Where an arriving call goes.
-struct Route {
-    /// Ring the front desk first.
-    front_desk: bool,
-    /// Why, when `[hours]` decided it.
-    reason: Option<String>,
+/// Whether `[hours]` has the shop open at `now`; `None` when it decides nothing (no hours set,
+/// or no front desk to ring).
+fn open_now(app: &App, now: Timestamp) -> Option<Open> {
+    let hours = &app.config.hours;
+    (hours.is_set() && app.config.twilio.front_desk.is_some())
+        .then(|| hours.open_at(now, &hours.zone(app.config.indicators.time_zone())))
 }
 
-fn route(app: &App, now: Timestamp) -> Route {
-    let hours = &app.config.hours;
-    if !hours.is_set() || app.config.twilio.front_desk.is_none() {
-        return Route { front_desk: false, reason: None };
-    }
-    match hours.open_at(now, &hours.zone(app.config.indicators.time_zone())) {
-        Open::Yes(reason) => Route { front_desk: true, reason: Some(reason) },
-        Open::No(reason) => Route { front_desk: false, reason: Some(reason) },
-    }
+/// What `[hours]` says to the box's own flow.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hours {
+    /// No `[hours]`: the flow as it always was, 0 dials the front desk.
+    Unset,
+    /// Open, and the front desk did not pick up.
+    Open,
+    /// Closed: the after-hours greeting and flow.
+    Closed,
 }
 
 fn dial_front_desk(app: &App) -> String {
@@ -264,19 +266,20 @@ async fn record(app: &App, event: CallEvent) -> Result<(), Response<Body>> {
     }
 }
 
-/// The box's own flow: the media stream. `hours` says whether `[hours]` decided (then the
-/// stream is told whether the shop is closed); `front_desk_tried` that the front desk already
-/// rang unanswered. Pressing 0 reaches the front desk only while somebody may be there.
-fn answer_call(app: &App, fields: &[(String, String)], hours: bool, front_desk_tried: bool) -> String {
+/// The box's own flow: the media stream. With `[hours]` the stream is told whether the shop
+/// is closed, and pressing 0 no longer dials the front desk (it rang already, or nobody is
+/// there).
+fn answer_call(app: &App, fields: &[(String, String)], hours: Hours) -> String {
     let stream_url = format!("{}{}", app.config.public_url.wss_origin(), paths::MEDIA_STREAM);
     let status_callback = format!("{}{}", app.config.public_url.origin(), paths::STREAM_STATUS);
     let mut params: Vec<(&str, &str)> =
         ["From", "To", "CallSid"].iter().map(|name| (*name, form::get(fields, name).unwrap_or(""))).collect();
-    let closed = hours && !front_desk_tried;
-    if hours {
-        params.push((crate::media::AFTER_HOURS_PARAM, if closed { "closed" } else { "open" }));
+    match hours {
+        Hours::Unset => {}
+        Hours::Open => params.push((crate::media::AFTER_HOURS_PARAM, "open")),
+        Hours::Closed => params.push((crate::media::AFTER_HOURS_PARAM, "closed")),
     }
-    let front_desk = app.config.twilio.front_desk.as_ref().filter(|_| !hours);
+    let front_desk = app.config.twilio.front_desk.as_ref().filter(|_| hours == Hours::Unset);
     let fallthrough = match (front_desk, &app.config.twilio.goodbye) {
         (Some(number), _) => twiml::Fallthrough::Dial(number.clone()),
         (None, Some(message)) => twiml::Fallthrough::SayAndHangup(message.clone()),

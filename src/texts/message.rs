@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 /// Key prefix of outgoing texts in the call log's documents.
 pub const KEY_PREFIX: &str = "msg/";
 /// Key prefix of opted-out numbers.
-pub const OPT_OUT_PREFIX: &str = "optout/";
+const OPT_OUT_PREFIX: &str = "optout/";
 /// Key prefix of texts customers sent to the shop.
 pub const INBOUND_PREFIX: &str = "sms-in/";
 
@@ -310,6 +310,11 @@ impl Keyword {
             _ => None,
         }
     }
+}
+
+/// The key of `number`'s opt-out in the call log.
+pub fn opt_out_key(number: &str) -> String {
+    format!("{OPT_OUT_PREFIX}{number}")
 }
 
 /// A number that replied STOP (Twilio's 21610), kept so the box stops trying.

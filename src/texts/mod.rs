@@ -90,15 +90,16 @@ impl Texts {
         if !decides && self.client.is_none() {
             return;
         }
-        let feed = calls.subscribe();
+        // Subscribed before the rescan, so no call ends unseen between the two.
+        let feed = decides.then(|| calls.subscribe());
         self.resume().await;
-        if decides {
-            self.rescan(Timestamp::now()).await;
-            tokio::join!(self.clone().decide_loop(feed, shutdown.clone()), self.send_loop(shutdown));
-        } else {
+        match feed {
+            Some(feed) => {
+                self.rescan(Timestamp::now()).await;
+                tokio::join!(self.clone().decide_loop(feed, shutdown.clone()), self.send_loop(shutdown));
+            }
             // Only the owner's replies: nothing to decide about calls.
-            drop(feed);
-            self.send_loop(shutdown).await;
+            None => self.send_loop(shutdown).await,
         }
     }
 
@@ -276,7 +277,7 @@ impl Texts {
 
     /// Remembers that `number` replied STOP.
     async fn opt_out(&self, number: &str, now: Timestamp) {
-        let key = format!("{}{number}", message::OPT_OUT_PREFIX);
+        let key = message::opt_out_key(number);
         let since = OptOut { number: number.to_owned(), since: now };
         if let Err(e) = self.store.update_doc::<OptOut, _>(&key, |d| *d = Some(d.take().unwrap_or(since))).await {
             log::error!("cannot remember that {number} opted out: {e}");
@@ -323,8 +324,7 @@ impl Texts {
         match Keyword::of(&inbound.body) {
             Some(Keyword::OptOut) => self.opt_out(&inbound.from, inbound.received_at).await,
             Some(Keyword::OptIn) => {
-                let key = format!("{}{}", message::OPT_OUT_PREFIX, inbound.from);
-                self.store.update_doc::<OptOut, _>(&key, |d| *d = None).await?;
+                self.store.update_doc::<OptOut, _>(&message::opt_out_key(&inbound.from), |d| *d = None).await?;
                 log::info!("{} opted in again (texted START)", inbound.from);
             }
             None => {}
@@ -481,7 +481,7 @@ impl History for Texts {
     }
 
     fn opted_out(&self, number: &str) -> bool {
-        let key = format!("{}{number}", message::OPT_OUT_PREFIX);
+        let key = message::opt_out_key(number);
         matches!(self.store.doc::<OptOut>(&key), Ok(Some(_)))
     }
 }
