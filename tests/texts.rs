@@ -426,18 +426,24 @@ async fn no_text_to_a_withheld_number_but_the_owner_hears() {
 
 #[tokio::test]
 async fn a_text_out_when_the_box_stopped_goes_again_once_and_one_answered_never() {
-    // The owner's alert is answered; the text-back's request hangs (and times out), then the
-    // box stops while its retry hangs too.
-    let twilio = FakeTwilio::start(vec![created(1), Then::Hang, Then::Hang]).await;
+    // One owner's alert is answered; the other's request fails, then the box stops while its
+    // retry hangs. The hang outlasts the test (a minute's timeout), so the stop, not a timeout,
+    // is what interrupts it however slow the machine.
+    let failed = Then::Answer(500, r#"{"code":20500,"message":"Internal Server Error","status":500}"#);
+    let twilio = FakeTwilio::start(vec![created(1), failed, Then::Hang]).await;
     let tweak = |c: &mut Config| {
         texts_config(c, &twilio.url);
+        c.twilio.api_timeout_secs = 60;
         c.missed_calls.text_back = None;
         c.missed_calls.notify = vec![OWNER.into(), "+15035550198".into()];
     };
     let server = TestServer::start_with(tweak).await;
     missed_call(&server, "CA00000000000000000000000000005601", "+15035550123").await;
     texts_until(&server, Duration::from_secs(30), |t| {
-        t.iter().any(|m| m.state == State::Sent) && t.iter().any(|m| m.state == State::Sending && m.attempts == 2)
+        // The retry is marked `sending` before its request goes out: wait for Twilio to have it.
+        twilio.seen().len() == 3
+            && t.iter().any(|m| m.state == State::Sent)
+            && t.iter().any(|m| m.state == State::Sending && m.attempts == 2)
     })
     .await;
     let dir = server.stop().await;
