@@ -83,6 +83,7 @@ impl App {
             shutdown.clone(),
             config.indicators.time_zone(),
         );
+        let sessions = Sessions::new(calls.store().clone());
         Self {
             config,
             calls,
@@ -91,7 +92,7 @@ impl App {
             dashboard,
             texts,
             indicators: Arc::new(Indicators::new()),
-            sessions: Sessions::default(),
+            sessions,
             tls,
             metrics,
             started: Instant::now(),

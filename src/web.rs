@@ -63,6 +63,11 @@ pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     with_type(status, "text/plain; charset=utf-8", Bytes::from_static(body.as_bytes()))
 }
 
+/// A plain-text answer made at run time (a message naming what was wrong with a request).
+pub fn text_owned(status: StatusCode, body: String) -> Response<Body> {
+    with_type(status, "text/plain; charset=utf-8", Bytes::from(body))
+}
+
 /// A response with a JSON body.
 pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     match serde_json::to_vec(value) {

@@ -5,10 +5,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use jiff::Timestamp;
 use tokio::sync::broadcast;
 
 use super::bus::{Bus, BusMessage};
-use super::event::CallEvent;
+use super::event::{CallEvent, detail};
+use super::follow_up;
 use super::record::{Applied, CallRecord};
 use super::store::{Recorded, Store, StoreError};
 
@@ -44,9 +46,30 @@ impl CallLog {
                 call_status = status.as_str(), call_from = event.from.as_deref().unwrap_or("");
                 "call {sid} {source:?}: {status} (now {})", recorded.record.status
             );
-            self.bus.publish(BusMessage { event, record: recorded.record.clone() });
+            self.bus.publish(BusMessage::new(event, recorded.record.clone()));
         }
         Ok(recorded)
+    }
+
+    /// Records the owner's step on a call (see [`follow_up`]) and announces it, so every
+    /// screen and the message light follow; `Ok(None)` when the call is not in the log.
+    pub async fn follow_up(&self, event: CallEvent) -> Result<Option<CallRecord>, StoreError> {
+        let (sid, action) = (event.call_sid.clone(), event.detail(detail::ACTION).unwrap_or("").to_owned());
+        let result = self.store.record_existing(event.clone()).await;
+        self.set_write_failed(result.is_err());
+        let Some(recorded) = result? else { return Ok(None) };
+        log::info!("call {sid}: the owner marked it {action}");
+        self.bus.publish(BusMessage::new(event, recorded.record.clone()));
+        Ok(Some(recorded.record))
+    }
+
+    /// Marks every call that lights the message light as heard (the banner's button); returns
+    /// how many, once all are on disk.
+    pub async fn mark_all_heard(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let waiting = follow_up::waiting(&self.store)?;
+        let steps = waiting.iter().filter_map(|c| follow_up::event(&c.call_sid, "heard", None, now).ok());
+        let done = futures_util::future::join_all(steps.map(|e| self.follow_up(e))).await;
+        done.into_iter().try_fold(0, |n, r| r.map(|c| n + usize::from(c.is_some())))
     }
 
     /// Applies `change` to an existing call's record (what a media session learned) and

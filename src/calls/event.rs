@@ -125,6 +125,9 @@ pub enum EventSource {
     MediaStream,
     /// The `<Dial action>` of the front desk: whether somebody picked up.
     DialResult,
+    /// The owner dealt with the call on the dashboard (heard it, called back, a note; see
+    /// [`crate::calls::follow_up`]).
+    Owner,
 }
 
 /// The names of the details a media-stream event carries (the stored and exported form is
@@ -150,6 +153,10 @@ pub mod detail {
     pub const ROUTE_REASON: &str = "RouteReason";
     /// Twilio's `DialCallStatus` on a dial result: completed, answered, busy, no-answer, failed, canceled.
     pub const DIAL_STATUS: &str = "DialCallStatus";
+    /// What the owner did, on an owner event: a [`crate::calls::follow_up::Action`].
+    pub const ACTION: &str = "Action";
+    /// The owner's note, on an owner `note` event.
+    pub const NOTE: &str = "Note";
 }
 
 /// A step of a media session, as its event records it.

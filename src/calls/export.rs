@@ -91,10 +91,14 @@ pub fn neutralise(cell: &str) -> Cow<'_, str> {
     if formula { Cow::Owned(format!("'{cell}")) } else { Cow::Borrowed(cell) }
 }
 
-/// Parses the CSV export's `from`/`to` parameters. A day or time beyond what the box can
+/// Parses the CSV export's `from`/`to` parameters (days in the shop's time zone `tz`). A day or time beyond what the box can
 /// represent (jiff's range, about ±9999 years) is clamped to that range's end: "everything up
 /// to 9999-12-31" is a fair question whose answer is "everything".
-pub fn date_range(from: Option<&str>, to: Option<&str>) -> Result<(jiff::Timestamp, jiff::Timestamp), &'static str> {
+pub fn date_range(
+    from: Option<&str>,
+    to: Option<&str>,
+    tz: &jiff::tz::TimeZone,
+) -> Result<(jiff::Timestamp, jiff::Timestamp), &'static str> {
     use jiff::Timestamp;
     let now = Timestamp::now();
     let parse = |s: &str, end: bool| -> Result<Timestamp, &'static str> {
@@ -116,7 +120,7 @@ pub fn date_range(from: Option<&str>, to: Option<&str>) -> Result<(jiff::Timesta
         let Ok(date) = (if end { date.tomorrow() } else { Ok(date) }) else {
             return Ok(clamped);
         };
-        Ok(date.to_zoned(jiff::tz::TimeZone::system()).map(|z| z.timestamp()).unwrap_or(clamped))
+        Ok(date.to_zoned(tz.clone()).map(|z| z.timestamp()).unwrap_or(clamped))
     };
     let from = match from {
         Some(s) if !s.is_empty() => parse(s, false)?,
@@ -159,15 +163,26 @@ mod tests {
 
     #[test]
     fn far_dates_are_clamped_and_survive_the_cli_round_trip() {
-        let (from, to) = date_range(Some("-009999-01-01"), Some("9999-12-31")).unwrap();
+        let (from, to) = date_range(Some("-009999-01-01"), Some("9999-12-31"), &jiff::tz::TimeZone::UTC).unwrap();
         assert_eq!((from, to), (jiff::Timestamp::MIN, jiff::Timestamp::MAX));
         // `callbox calls --csv` sends the range on as RFC 3339: the clamped ends must parse back.
-        assert_eq!(date_range(Some(&from.to_string()), Some(&to.to_string())), Ok((from, to)));
-        assert_eq!(date_range(Some("9999-12-31"), Some("9999-12-31")), Ok((to, to)));
-        assert!(date_range(Some("2026-02-01"), Some("2026-01-01")).is_err());
-        assert!(date_range(Some("2026-01-01T00:00:00Z"), Some("2026-01-01T00:00:00Z")).is_err());
-        assert!(date_range(Some("yesterday"), None).is_err());
-        assert!(date_range(Some("2026-13-01T00:00:00Z"), None).is_err(), "malformed, not out of range");
-        assert_eq!(date_range(None, Some("9999-12-31T23:59:59+01:00")).map(|r| r.1), Ok(jiff::Timestamp::MAX));
+        assert_eq!(
+            date_range(Some(&from.to_string()), Some(&to.to_string()), &jiff::tz::TimeZone::UTC),
+            Ok((from, to))
+        );
+        assert_eq!(date_range(Some("9999-12-31"), Some("9999-12-31"), &jiff::tz::TimeZone::UTC), Ok((to, to)));
+        assert!(date_range(Some("2026-02-01"), Some("2026-01-01"), &jiff::tz::TimeZone::UTC).is_err());
+        assert!(
+            date_range(Some("2026-01-01T00:00:00Z"), Some("2026-01-01T00:00:00Z"), &jiff::tz::TimeZone::UTC).is_err()
+        );
+        assert!(date_range(Some("yesterday"), None, &jiff::tz::TimeZone::UTC).is_err());
+        assert!(
+            date_range(Some("2026-13-01T00:00:00Z"), None, &jiff::tz::TimeZone::UTC).is_err(),
+            "malformed, not out of range"
+        );
+        assert_eq!(
+            date_range(None, Some("9999-12-31T23:59:59+01:00"), &jiff::tz::TimeZone::UTC).map(|r| r.1),
+            Ok(jiff::Timestamp::MAX)
+        );
     }
 }

@@ -5,10 +5,12 @@ pub mod bus;
 mod call_log;
 pub mod event;
 pub mod export;
-pub mod heard;
+pub mod follow_up;
 mod journal;
 pub mod outcome;
 pub mod record;
+pub mod search;
+pub mod stats;
 pub mod store;
 
 pub use bus::{Bus, BusMessage};

@@ -5,6 +5,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::event::{CallEvent, CallStatus, StreamOutcome};
+use super::follow_up::FollowUp;
 use super::outcome::{self, Outcome};
 
 /// Everything the box knows about one call.
@@ -42,6 +43,9 @@ pub struct CallRecord {
     /// worked out afresh when a record is read, so records older than this field have it too.
     #[serde(default = "live")]
     pub outcome: Outcome,
+    /// What the owner did about it (heard, called back, a note), from its owner events.
+    #[serde(default, skip_serializing_if = "FollowUp::is_empty")]
+    pub follow_up: FollowUp,
 }
 
 fn live() -> Outcome {
@@ -135,6 +139,7 @@ impl CallRecord {
             events_dropped: 0,
             stream: None,
             outcome: Outcome::Live,
+            follow_up: FollowUp::default(),
         };
         record.apply(event.clone());
         record
@@ -184,6 +189,7 @@ impl CallRecord {
         }
         self.answered_at =
             self.events.iter().filter(|e| e.status == Some(CallStatus::InProgress)).map(CallEvent::occurred_at).min();
+        self.follow_up = FollowUp::of(&self.events);
         self.refresh_outcome();
     }
 

@@ -291,10 +291,26 @@ impl Store {
     /// Records `event` and returns once it is on disk. A retried event changes nothing (but
     /// still waits for the disk, so its first delivery's answer is never ahead of the data).
     pub async fn record(&self, event: CallEvent) -> Result<Recorded, StoreError> {
+        match self.record_if(event, true).await? {
+            Some(recorded) => Ok(recorded),
+            None => unreachable!("a new call is created"),
+        }
+    }
+
+    /// Records `event` on a call already in the log (the owner's steps: they must not bring a
+    /// pruned call back as a stub); `Ok(None)` when the call is unknown.
+    pub async fn record_existing(&self, event: CallEvent) -> Result<Option<Recorded>, StoreError> {
+        self.record_if(event, false).await
+    }
+
+    async fn record_if(&self, event: CallEvent, create: bool) -> Result<Option<Recorded>, StoreError> {
         let (recorded, (generation, lsn)) = {
             let _stripe = self.stripe(&event.call_sid);
             let db = self.db()?;
             let existing = get_in(&db, &event.call_sid)?;
+            if existing.is_none() && !create {
+                return Ok(None);
+            }
             let old_first_seen = existing.as_ref().map(|r| r.first_seen);
             let (record, applied) = with_event(existing, &event);
             let position = if applied == Applied::Duplicate {
@@ -309,7 +325,7 @@ impl Store {
             (Recorded { record, applied }, position)
         };
         self.flush_to(generation, lsn).await?;
-        Ok(recorded)
+        Ok(Some(recorded))
     }
 
     /// Applies `change` to an existing call (media sessions add their details) and returns
@@ -468,22 +484,41 @@ impl Store {
 
     /// Up to `limit` calls, newest first, strictly older than the call `before` when given.
     pub fn list(&self, limit: usize, before: Option<&str>) -> Result<Vec<CallRecord>, StoreError> {
+        self.search(Timestamp::MIN, Timestamp::MAX, before, limit, |_| true)
+    }
+
+    /// Up to `limit` calls first seen in `[from, to)` that `keep` accepts, newest first,
+    /// strictly older than the call `before` when given (the page before is its last call).
+    pub fn search(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        before: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&CallRecord) -> bool,
+    ) -> Result<Vec<CallRecord>, StoreError> {
         // One read lock for the whole listing: taking it again while a rebuild waits would deadlock.
         let db = self.db()?;
-        let upper = match before {
-            Some(sid) => match get_in(&db, sid)? {
-                Some(r) => time_key(r.first_seen, sid),
+        let mut upper = time_prefix(to);
+        if let Some(sid) = before {
+            match get_in(&db, sid)? {
+                Some(r) => upper = upper.min(time_key(r.first_seen, sid)),
                 None => return Ok(Vec::new()),
-            },
-            None => prefix_end(TIME_PREFIX),
-        };
+            }
+        }
+        let lower = time_prefix(from);
         let mut out = Vec::with_capacity(limit.min(1024));
-        for item in db.range(TIME_PREFIX.to_vec()..upper).rev() {
+        if upper <= lower {
+            return Ok(out);
+        }
+        for item in db.range(lower..upper).rev() {
             if out.len() >= limit {
                 break;
             }
             let (key, _) = item?;
-            if let Some(record) = indexed_record(&db, &key)? {
+            if let Some(record) = indexed_record(&db, &key)?
+                && keep(&record)
+            {
                 out.push(record);
             }
         }
@@ -1266,14 +1301,6 @@ fn time_key(t: Timestamp, call_sid: &str) -> Vec<u8> {
 
 fn sid_of_time_key(key: &[u8]) -> String {
     String::from_utf8_lossy(key.get(TIME_PREFIX.len() + 9..).unwrap_or_default()).into_owned()
-}
-
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    if let Some(last) = end.last_mut() {
-        *last += 1;
-    }
-    end
 }
 
 fn encode(record: &CallRecord) -> Vec<u8> {

@@ -107,7 +107,8 @@ fn export_csv(
     to: Option<&str>,
 ) -> anyhow::Result<()> {
     // Validate here too, so a typo gets the same message with the service up or down.
-    let (start, end) = crate::calls::export::date_range(from, to).map_err(|m| anyhow::anyhow!("{}", m.trim()))?;
+    let (start, end) = crate::calls::export::date_range(from, to, &config.indicators.time_zone())
+        .map_err(|m| anyhow::anyhow!("{}", m.trim()))?;
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     query.append_pair("from", &start.to_string()).append_pair("to", &end.to_string());
     let path = format!("/api/v1/calls.csv?{}", query.finish());

@@ -18,7 +18,7 @@ use hyper::body::Frame;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use crate::calls::{CallLog, export};
+use crate::calls::{CallLog, export, search};
 use crate::metrics::Metrics;
 use crate::tls::TlsStatusRx;
 use crate::web::{self as h, Body};
@@ -54,6 +54,28 @@ pub fn login_page(status: StatusCode, message: &str) -> Response<Body> {
     let mut r = h::with_type(status, "text/html; charset=utf-8", Bytes::from(page));
     secure_headers(r.headers_mut());
     r
+}
+
+/// The search a request's `q`, `outcome`, `line`, `from` and `to` ask for (see
+/// [`search::Query`]), or what is wrong with them.
+pub fn search_query(uri: &http::Uri, tz: &jiff::tz::TimeZone) -> Result<search::Query, String> {
+    let [text, outcome, line, from, to] = ["q", "outcome", "line", "from", "to"].map(|k| h::query_param(uri, k));
+    let params = search::Params {
+        text: text.as_deref(),
+        outcome: outcome.as_deref(),
+        line: line.as_deref(),
+        from: from.as_deref(),
+        to: to.as_deref(),
+    };
+    search::Query::parse(params, tz)
+}
+
+/// One call change as an SSE event, with its bus position as its id.
+fn sse_call(bus: &crate::calls::Bus, m: &crate::calls::BusMessage) -> String {
+    match serde_json::to_string(&m.record) {
+        Ok(json) => format!("id: {}\nevent: call\ndata: {json}\n\n", bus.position(m.seq)),
+        Err(_) => ": unencodable record\n\n".to_owned(),
+    }
 }
 
 /// Headers that keep the pages from being framed or mixed with foreign scripts.
@@ -100,29 +122,48 @@ impl Dashboard {
         live::run(self.calls.subscribe(), &self.metrics, &self.shutdown).await;
     }
 
-    /// `GET /api/v1/events`: every call change as an SSE `call` event carrying the call's record;
-    /// a `resync` event tells the page to reload the list when it fell behind.
-    pub fn events(&self) -> Response<Body> {
-        let rx = self.calls.subscribe();
+    /// `GET /api/v1/events`: every call change as an SSE `call` event carrying the call's
+    /// record, with its bus position as the event id. A page that comes back with
+    /// `Last-Event-ID` (or `?after=`, the position its call list was read at) first gets what
+    /// it missed; when that is no longer known (the box restarted, or too much happened) it
+    /// gets a `resync` event and reloads the list, so nothing is lost either way.
+    pub fn events(&self, headers: &HeaderMap, uri: &http::Uri) -> Response<Body> {
+        let bus = self.calls.bus().clone();
+        let position = headers
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| h::query_param(uri, "after"));
+        let (missed, rx) = match position {
+            Some(p) => match bus.seq_of(&p) {
+                Some(seq) => bus.since(seq),
+                None => (None, self.calls.subscribe()),
+            },
+            None => (Some(Vec::new()), self.calls.subscribe()),
+        };
+        let mut first = String::from("retry: 3000\n\n");
+        match missed {
+            Some(messages) => messages.iter().for_each(|m| first.push_str(&sse_call(&bus, m))),
+            None => first.push_str("event: resync\ndata: {}\n\n"),
+        }
         let shutdown = self.shutdown.clone();
-        let first = Bytes::from_static(b"retry: 3000\n\n");
-        let body = stream::unfold((rx, shutdown, Some(first)), |(mut rx, shutdown, first)| async move {
-            if let Some(bytes) = first {
-                return Some((Ok::<_, Infallible>(Frame::data(bytes)), (rx, shutdown, None)));
-            }
-            let chunk = tokio::select! {
-                () = shutdown.cancelled() => return None,
-                () = tokio::time::sleep(KEEPALIVE) => Bytes::from_static(b": keepalive\n\n"),
-                msg = rx.recv() => match msg {
-                    Ok(m) => match serde_json::to_string(&m.record) {
-                        Ok(json) => Bytes::from(format!("event: call\ndata: {json}\n\n")),
-                        Err(_) => Bytes::from_static(b": unencodable record\n\n"),
+        let body = stream::unfold((rx, shutdown, Some(Bytes::from(first))), move |(mut rx, shutdown, first)| {
+            let bus = bus.clone();
+            async move {
+                if let Some(bytes) = first {
+                    return Some((Ok::<_, Infallible>(Frame::data(bytes)), (rx, shutdown, None)));
+                }
+                let chunk = tokio::select! {
+                    () = shutdown.cancelled() => return None,
+                    () = tokio::time::sleep(KEEPALIVE) => Bytes::from_static(b": keepalive\n\n"),
+                    msg = rx.recv() => match msg {
+                        Ok(m) => Bytes::from(sse_call(&bus, &m)),
+                        Err(RecvError::Lagged(_)) => Bytes::from_static(b"event: resync\ndata: {}\n\n"),
+                        Err(RecvError::Closed) => return None,
                     },
-                    Err(RecvError::Lagged(_)) => Bytes::from_static(b"event: resync\ndata: {}\n\n"),
-                    Err(RecvError::Closed) => return None,
-                },
-            };
-            Some((Ok(Frame::data(chunk)), (rx, shutdown, None)))
+                };
+                Some((Ok(Frame::data(chunk)), (rx, shutdown, None)))
+            }
         });
         let mut r = Response::new(StreamBody::new(body).boxed());
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -178,17 +219,25 @@ impl Dashboard {
         r
     }
 
-    /// `GET /api/v1/calls.csv?from=&to=`: calls first seen in the range, oldest first. `from` and
-    /// `to` are dates (`2026-11-25`, the box's local time zone) or RFC 3339 timestamps; `to` is
-    /// exclusive for timestamps and inclusive for dates. Default: the last 30 days.
+    /// `GET /api/v1/calls.csv?from=&to=&q=&outcome=&line=`: the calls a search finds (see
+    /// [`search_query`]), oldest first. `from` and `to` are dates (`2026-11-25`, the shop's time
+    /// zone) or RFC 3339 timestamps; `to` is exclusive for timestamps and inclusive for dates.
+    /// Without either: the last 30 days.
     pub fn csv(&self, uri: &http::Uri) -> Response<Body> {
-        let range =
-            match export::date_range(h::query_param(uri, "from").as_deref(), h::query_param(uri, "to").as_deref()) {
-                Ok(r) => r,
+        let mut query = match search_query(uri, &self.time_zone) {
+            Ok(q) => q,
+            Err(msg) => return h::text_owned(StatusCode::BAD_REQUEST, msg),
+        };
+        if h::query_param(uri, "from").is_none_or(|v| v.is_empty())
+            && h::query_param(uri, "to").is_none_or(|v| v.is_empty())
+        {
+            match export::date_range(None, None, &self.time_zone) {
+                Ok((from, to)) => (query.from, query.to) = (from, to),
                 Err(msg) => return h::text(StatusCode::BAD_REQUEST, msg),
-            };
-        let calls = match self.calls.store().between(range.0, range.1) {
-            Ok(c) => c,
+            }
+        }
+        let calls = match self.calls.store().between(query.from, query.to) {
+            Ok(c) => c.into_iter().filter(|c| query.matches(c)).collect::<Vec<_>>(),
             Err(e) => return h::call_log_unavailable("CSV export", &e),
         };
         let mut out = Vec::new();

@@ -211,6 +211,9 @@ impl Machine {
                 }
             },
             EventSource::StreamStatus => self.touch(sid, now),
+            // The owner's steps come after the call; what they change is message-waiting,
+            // which the call log works out (see `set_waiting`).
+            EventSource::Owner => {}
             // The front desk picked up: the bay need not hear it ring any more.
             EventSource::DialResult => match event.detail(crate::calls::detail::DIAL_STATUS) {
                 Some("completed" | "answered") => {

@@ -17,7 +17,7 @@ use super::machine::{FaultSource, Machine, Now, Output, Settings};
 use super::speaker::{self, SimSpeaker, Speaker, ToneLog};
 use super::tone::{self, ToneSpec};
 use super::{Indicators, LedsView, Snapshot, ToneView, health};
-use crate::calls::{BusMessage, CallLog, Outcome, heard};
+use crate::calls::{BusMessage, CallLog, Outcome, follow_up};
 use crate::config::{IndicatorsConfig, SpeakerBackendChoice};
 
 /// How often the call-log error flag is read.
@@ -61,11 +61,10 @@ pub async fn run(inputs: Inputs, shutdown: CancellationToken) {
     let led = LedDriver::new(leds, &config, now);
     let mut machine = Machine::new(Settings::from_config(&config));
     // Waiting messages survive a restart: the call log knows what the owner has not heard.
-    match heard::waiting(inputs.calls.store()) {
-        Ok(waiting) => waiting.iter().for_each(|sid| machine.set_waiting(sid, true)),
+    match follow_up::waiting(inputs.calls.store()) {
+        Ok(waiting) => waiting.iter().for_each(|c| machine.set_waiting(&c.call_sid, true)),
         Err(e) => log::warn!("indicators could not read the waiting messages: {e}"),
     }
-    let heard_at = heard::heard_at(inputs.calls.store());
     let driver = Driver {
         inputs,
         tones,
@@ -78,7 +77,6 @@ pub async fn run(inputs: Inputs, shutdown: CancellationToken) {
         next_store_check: now,
         next_disk_check: now,
         external: BTreeMap::new(),
-        heard_at,
     };
     driver.run(bus, shutdown).await;
 }
@@ -113,8 +111,6 @@ struct Driver {
     next_disk_check: Instant,
     /// Faults reported through the handle, as last seen.
     external: BTreeMap<FaultSource, String>,
-    /// When the owner last marked the messages as heard (older calls wait no more).
-    heard_at: Option<Timestamp>,
 }
 
 impl Driver {
@@ -153,7 +149,6 @@ impl Driver {
                 Ok(()) = acks.changed() => {
                     self.acks = *acks.borrow_and_update();
                     self.machine.acknowledge();
-                    self.heard_at = heard::heard_at(self.inputs.calls.store());
                     log::info!("messages acknowledged");
                 }
                 () = tokio::time::sleep_until(deadline) => {}
@@ -212,10 +207,7 @@ impl Driver {
         let record = &message.record;
         match record.outcome {
             Outcome::Live => {}
-            outcome => self.machine.set_waiting(
-                &record.call_sid,
-                outcome.wants_call_back() && self.heard_at.is_none_or(|t| record.first_seen > t),
-            ),
+            _ => self.machine.set_waiting(&record.call_sid, follow_up::waits(record)),
         }
     }
 
@@ -344,7 +336,7 @@ mod tests {
 
     fn publish(app: &Inputs, event: CallEvent) {
         let record = CallRecord::new(&event);
-        app.calls.bus().publish(BusMessage { event, record });
+        app.calls.bus().publish(BusMessage::new(event, record));
     }
 
     /// Levels of `pin` as (ms since `t0`, high) pairs.
@@ -507,19 +499,21 @@ mod tests {
         };
         let (task, shutdown) = start(&app);
         started(&app).await;
-        app.calls.record(event("CA1", EventSource::StatusCallback, Some(CallStatus::NoAnswer), &[])).await.unwrap();
+        for sid in ["CA1", "CA3"] {
+            app.calls.record(event(sid, EventSource::StatusCallback, Some(CallStatus::NoAnswer), &[])).await.unwrap();
+        }
         // A caller gone within a second: a hang-up, not a missed call.
         let mut quick = event("CA2", EventSource::StatusCallback, Some(CallStatus::Completed), &[]);
         app.calls.record(event("CA2", EventSource::IncomingCall, Some(CallStatus::Ringing), &[])).await.unwrap();
         quick.received_at = Timestamp::now() + jiff::SignedDuration::from_millis(900);
         app.calls.record(quick).await.unwrap();
         let mut rx = app.handle.subscribe();
-        tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| s.output.messages_waiting == 1))
+        tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| s.output.messages_waiting == 2))
             .await
             .unwrap()
             .unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(waiting(&app), 1, "the hang-up waits for nobody");
+        assert_eq!(waiting(&app), 2, "the hang-up waits for nobody");
         shutdown.cancel();
         task.await.unwrap();
 
@@ -527,13 +521,23 @@ mod tests {
         let again = Inputs { handle: Arc::new(Indicators::new()), ..app.clone() };
         let (task, shutdown) = start(&again);
         started(&again).await;
-        assert_eq!(waiting(&again), 1);
+        assert_eq!(waiting(&again), 2);
         assert_eq!(again.handle.snapshot().output.state, IndicatorState::MessageWaiting);
-        // Heard, then restarted: stays off.
-        heard::mark_all_heard(again.calls.store(), Timestamp::now()).await.unwrap();
-        let n = again.handle.acknowledge();
-        again.handle.wait_acknowledged(n, Duration::from_secs(1)).await;
-        assert_eq!(waiting(&again), 0);
+        // One called back from the dashboard: it waits no more, the other still does.
+        let step = follow_up::event("CA1", "called-back", None, Timestamp::now()).unwrap();
+        assert!(again.calls.follow_up(step).await.unwrap().is_some());
+        let mut rx = again.handle.subscribe();
+        tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| s.output.messages_waiting == 1))
+            .await
+            .unwrap()
+            .unwrap();
+        // The rest heard, then restarted: stays off.
+        assert_eq!(again.calls.mark_all_heard(Timestamp::now()).await.unwrap(), 1);
+        let mut rx = again.handle.subscribe();
+        tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| s.output.messages_waiting == 0))
+            .await
+            .unwrap()
+            .unwrap();
         shutdown.cancel();
         task.await.unwrap();
         let third = Inputs { handle: Arc::new(Indicators::new()), ..app.clone() };

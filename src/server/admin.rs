@@ -89,12 +89,22 @@ async fn route_authenticated(
         (&Method::GET, "/api/v1/texts/templates") => {
             h::json(StatusCode::OK, &serde_json::json!({ "templates": app.config.texts.templates }))
         }
-        (&Method::GET, "/api/v1/events") => app.dashboard.events(),
+        (&Method::GET, "/api/v1/events") => app.dashboard.events(req.headers(), req.uri()),
         (&Method::GET, "/api/v1/session") => session(caller),
         (&Method::GET, "/metrics") => app.dashboard.metrics(),
-        (&Method::POST, "/logout") => logout(app, caller),
+        (&Method::POST, "/logout") => logout(app, caller).await,
+        (&Method::GET, "/api/v1/sessions") => list_sessions(app, caller),
+        (&Method::DELETE, p) if p.starts_with("/api/v1/sessions/") => {
+            revoke_session(app, &p["/api/v1/sessions/".len()..]).await
+        }
         (&Method::GET, "/api/v1/indicators") => h::json(StatusCode::OK, &app.indicators.snapshot()),
         (_, "/api/v1/indicators/ack") => indicators_ack(app, req.method()).await,
+        (&Method::GET, "/api/v1/call-backs") => call_backs(app),
+        (&Method::GET, "/api/v1/stats/daily") => daily_stats(app, req.uri()),
+        (&Method::POST, p) if p.starts_with("/api/v1/calls/") && p.ends_with("/follow-up") => {
+            let sid = &p["/api/v1/calls/".len()..p.len() - "/follow-up".len()];
+            follow_up(app, sid, req).await
+        }
         (&Method::GET, p) if p.starts_with("/api/v1/threads/") => thread(app, &p["/api/v1/threads/".len()..]),
         (&Method::GET, p) => match p.strip_prefix("/api/v1/calls/") {
             Some(rest) => match rest.split_once('/') {
@@ -175,24 +185,24 @@ async fn login(app: &App, req: Request<Incoming>) -> Response<Body> {
         Ok(b) => b,
         Err(e) => return e.response(),
     };
-    let token = crate::twilio::form::parse(&body)
-        .ok()
-        .and_then(|f| f.into_iter().find(|(k, _)| k == "token").map(|(_, v)| v))
-        .unwrap_or_default();
-    match app.sessions.login(ip, token.trim(), app.config.admin.token.expose()) {
-        auth::Login::Ok(id) => {
-            log::info!("admin: login from {ip}");
+    let form = crate::twilio::form::parse(&body).unwrap_or_default();
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let token = field("token").unwrap_or_default();
+    let remember = field("remember").is_some_and(|v| !v.is_empty());
+    let device = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("a browser");
+    let device = describe_device(device);
+    match app.sessions.login(ip, token.trim(), app.config.admin.token.expose(), remember, &device).await {
+        auth::Login::Ok { id, max_age } => {
+            log::info!("admin: login from {ip}{}", if remember { " (remembered)" } else { "" });
             let mut r = redirect("/");
-            let cookie = format!(
-                "{}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-                auth::COOKIE,
-                auth::SESSION_LIFETIME.as_secs()
-            );
+            let lifetime = max_age.map(|a| format!("; Max-Age={}", a.as_secs())).unwrap_or_default();
+            let cookie = format!("{}={id}; HttpOnly; SameSite=Strict; Path=/{lifetime}", auth::COOKIE);
             if let Ok(v) = HeaderValue::from_str(&cookie) {
                 r.headers_mut().insert(header::SET_COOKIE, v);
             }
             r
         }
+        auth::Login::Unavailable(e) => h::call_log_unavailable("signing in", &e),
         auth::Login::Refused => {
             log::warn!("admin: wrong token from {ip}");
             dashboard::login_page(StatusCode::UNAUTHORIZED, "That is not the admin token.")
@@ -208,9 +218,11 @@ async fn login(app: &App, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-fn logout(app: &App, caller: &auth::Caller) -> Response<Body> {
-    if let auth::Caller::Session { id, .. } = caller {
-        app.sessions.logout(id);
+async fn logout(app: &App, caller: &auth::Caller) -> Response<Body> {
+    if let auth::Caller::Session { key, .. } = caller
+        && let Err(e) = app.sessions.revoke(key).await
+    {
+        return h::call_log_unavailable("signing out", &e);
     }
     let mut r = h::empty(StatusCode::NO_CONTENT);
     let expired = format!("{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0", auth::COOKIE);
@@ -218,6 +230,66 @@ fn logout(app: &App, caller: &auth::Caller) -> Response<Body> {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
+}
+
+/// A short name for the browser a session signed in from ("Chrome on Android"), from its
+/// User-Agent: enough for the owner to tell the tablet from the phone.
+fn describe_device(user_agent: &str) -> String {
+    let browser = [("Edg/", "Edge"), ("Firefox/", "Firefox"), ("Chrome/", "Chrome"), ("Safari/", "Safari")]
+        .into_iter()
+        .find(|(mark, _)| user_agent.contains(mark))
+        .map_or("A browser", |(_, name)| name);
+    let system = [
+        ("Android", "Android"),
+        ("iPhone", "iPhone"),
+        ("iPad", "iPad"),
+        ("Windows", "Windows"),
+        ("Mac OS X", "a Mac"),
+        ("CrOS", "ChromeOS"),
+        ("Linux", "Linux"),
+    ]
+    .into_iter()
+    .find(|(mark, _)| user_agent.contains(mark))
+    .map(|(_, name)| name);
+    match system {
+        Some(system) => format!("{browser} on {system}"),
+        None => browser.to_owned(),
+    }
+}
+
+/// `GET /api/v1/sessions`: the signed-in devices, the caller's own marked `current`.
+fn list_sessions(app: &App, caller: &auth::Caller) -> Response<Body> {
+    let own = match caller {
+        auth::Caller::Session { key, .. } => Some(key.as_str()),
+        auth::Caller::Bearer => None,
+    };
+    match app.sessions.list() {
+        Ok(list) => {
+            let now = jiff::Timestamp::now();
+            let sessions: Vec<serde_json::Value> = list
+                .iter()
+                .filter(|s| s.expires_at > now)
+                .map(|s| {
+                    let mut v = serde_json::to_value(s).unwrap_or_default();
+                    if let Some(fields) = v.as_object_mut() {
+                        fields.insert("current".into(), (own == Some(s.id.as_str())).into());
+                    }
+                    v
+                })
+                .collect();
+            h::json(StatusCode::OK, &serde_json::json!({ "sessions": sessions }))
+        }
+        Err(e) => h::call_log_unavailable("sessions", &e),
+    }
+}
+
+/// `DELETE /api/v1/sessions/{id}`: signs that device out.
+async fn revoke_session(app: &App, key: &str) -> Response<Body> {
+    match app.sessions.revoke(key).await {
+        Ok(true) => h::empty(StatusCode::NO_CONTENT),
+        Ok(false) => h::text(StatusCode::NOT_FOUND, "no such session\n"),
+        Err(e) => h::call_log_unavailable("signing a device out", &e),
+    }
 }
 
 fn session(caller: &auth::Caller) -> Response<Body> {
@@ -243,10 +315,17 @@ fn list_calls(app: &App, uri: &http::Uri) -> Response<Body> {
         },
     };
     let before = h::query_param(uri, "before").filter(|b| !b.is_empty());
-    match app.calls.store().list(limit, before.as_deref()) {
+    let query = match dashboard::search_query(uri, &app.config.indicators.time_zone()) {
+        Ok(q) => q,
+        Err(msg) => return h::text_owned(StatusCode::BAD_REQUEST, msg),
+    };
+    // Read before the calls: the live feed from here on misses nothing the list does not have.
+    let live_from = app.calls.bus().now();
+    match app.calls.store().search(query.from, query.to, before.as_deref(), limit, |c| query.matches(c)) {
         Ok(calls) => {
             let next_before = if calls.len() == limit { calls.last().map(|c| c.call_sid.clone()) } else { None };
-            h::json(StatusCode::OK, &serde_json::json!({ "calls": calls, "next_before": next_before }))
+            let body = serde_json::json!({ "calls": calls, "next_before": next_before, "live_from": live_from });
+            h::json(StatusCode::OK, &body)
         }
         Err(e) => h::call_log_unavailable("admin API", &e),
     }
@@ -264,6 +343,82 @@ fn get_call(app: &App, sid: &str) -> Response<Body> {
         Ok(None) => h::text(StatusCode::NOT_FOUND, "no such call\n"),
         Err(e) => h::call_log_unavailable("admin API", &e),
     }
+}
+
+/// `GET /api/v1/call-backs`: missed calls and voicemails not yet called back or done, newest
+/// first.
+fn call_backs(app: &App) -> Response<Body> {
+    match crate::calls::follow_up::call_back_list(app.calls.store()) {
+        Ok(calls) => h::json(StatusCode::OK, &serde_json::json!({ "calls": calls })),
+        Err(e) => h::call_log_unavailable("call-back list", &e),
+    }
+}
+
+/// `GET /api/v1/stats/daily?days=30`: calls, missed calls and voicemails per day, for the
+/// chart (days in the shop's time zone, today last).
+fn daily_stats(app: &App, uri: &http::Uri) -> Response<Body> {
+    use crate::calls::stats;
+    let days = match h::query_param(uri, "days").map(|d| d.parse::<u32>()) {
+        None => 30,
+        Some(Ok(n)) if (1..=stats::MAX_DAYS).contains(&n) => n,
+        Some(_) => return h::text(StatusCode::BAD_REQUEST, "days must be a number from 1 to 366\n"),
+    };
+    let tz = app.config.indicators.time_zone();
+    let now = jiff::Timestamp::now();
+    let today = now.to_zoned(tz.clone()).date();
+    let start = today
+        .checked_sub(jiff::Span::new().days(i64::from(days)))
+        .ok()
+        .and_then(|d| d.to_zoned(tz.clone()).ok())
+        .map_or(jiff::Timestamp::MIN, |z| z.timestamp());
+    match app.calls.store().between(start, now.saturating_add(jiff::SignedDuration::from_hours(1)).unwrap_or(now)) {
+        Ok(calls) => h::json(StatusCode::OK, &serde_json::json!({ "days": stats::daily(&calls, &tz, today, days) })),
+        Err(e) => h::call_log_unavailable("daily stats", &e),
+    }
+}
+
+/// `POST /api/v1/calls/{sid}/follow-up` with `{"action": "heard" | "called-back" | "done" |
+/// "reopen" | "note", "note": "…"}`: the owner's step, on disk before the answer (the call's
+/// record after it).
+async fn follow_up(app: &App, sid: &str, req: Request<Incoming>) -> Response<Body> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Step {
+        action: String,
+        #[serde(default)]
+        note: Option<String>,
+    }
+    let step: Step =
+        match read_json(req, "{\"action\": \"called-back\"} or {\"action\": \"note\", \"note\": \"…\"}").await {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+    let event = match crate::calls::follow_up::event(sid, &step.action, step.note.as_deref(), jiff::Timestamp::now()) {
+        Ok(e) => e,
+        Err(e) => return h::json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": e.to_string() })),
+    };
+    match app.calls.follow_up(event).await {
+        Ok(Some(call)) => h::json(StatusCode::OK, &call),
+        Ok(None) => h::text(StatusCode::NOT_FOUND, "no such call\n"),
+        Err(e) => h::call_log_unavailable("admin API", &e),
+    }
+}
+
+/// The JSON body of an owner's request, or the 4xx that says what is wrong with it.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+    expected: &str,
+) -> Result<T, Response<Body>> {
+    let (parts, body) = req.into_parts();
+    let json = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !json.to_ascii_lowercase().starts_with("application/json") {
+        return Err(h::text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected application/json\n"));
+    }
+    let body = h::read_body(&parts.headers, body).await.map_err(|e| e.response())?;
+    serde_json::from_slice(&body).map_err(|e| {
+        let why = format!("expected {expected}: {e}");
+        h::json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": why }))
+    })
 }
 
 /// `GET /api/v1/threads/{number}`: the texts with one customer, both ways.
@@ -284,21 +439,9 @@ async fn send_text(app: &App, req: Request<Incoming>) -> Response<Body> {
         body: String,
     }
     use crate::texts::ReplyError as E;
-    let (parts, body) = req.into_parts();
-    let json = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !json.to_ascii_lowercase().starts_with("application/json") {
-        return h::text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected application/json\n");
-    }
-    let body = match h::read_body(&parts.headers, body).await {
-        Ok(b) => b,
-        Err(e) => return e.response(),
-    };
-    let text: NewText = match serde_json::from_slice(&body) {
+    let text: NewText = match read_json(req, "{\"to\": \"+1…\", \"body\": \"…\"}").await {
         Ok(t) => t,
-        Err(e) => {
-            let why = format!("expected {{\"to\": \"+1…\", \"body\": \"…\"}}: {e}");
-            return h::json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": why }));
-        }
+        Err(r) => return r,
     };
     match app.texts.reply(text.to.trim(), &text.body, jiff::Timestamp::now()).await {
         Ok(m) => h::json(StatusCode::ACCEPTED, &m),
@@ -345,7 +488,7 @@ async fn indicators_ack(app: &App, method: &Method) -> Response<Body> {
         return r;
     }
     // On disk first: after a restart the message light must still say what the owner heard.
-    if let Err(e) = crate::calls::heard::mark_all_heard(app.calls.store(), jiff::Timestamp::now()).await {
+    if let Err(e) = app.calls.mark_all_heard(jiff::Timestamp::now()).await {
         return h::call_log_unavailable("marking the messages as heard", &e);
     }
     let n = app.indicators.acknowledge();
