@@ -120,6 +120,8 @@ const problems = [];
 const vw = document.documentElement.clientWidth;
 if (document.documentElement.scrollWidth > vw + 1) problems.push(`page scrolls sideways: ${document.documentElement.scrollWidth} > ${vw}`);
 const leaves = [...document.querySelectorAll('body *')].filter(e => {
+  // Text for screen readers only is clipped on purpose.
+  if (e.closest('.visually-hidden')) return false;
   if (!e.offsetParent && getComputedStyle(e).position !== 'fixed') return false;
   return [...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
 });
@@ -151,11 +153,37 @@ async fn check_layout_and_screenshot(c: &Client, name: &str, width: u32, height:
     assert_eq!(problems, json!([]), "layout problems at {width}px ({}):", path.display());
 }
 
+/// axe-core, as `.ci/run` installs it (npm `axe-core`): `CALLBOX_AXE`, else `target/axe`.
+fn axe_source() -> String {
+    let path = std::env::var_os("CALLBOX_AXE").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/axe/node_modules/axe-core/axe.min.js")
+    });
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "axe-core is missing at {} ({e}): npm install --prefix target/axe axe-core@4.14.1 (.ci/run does), or set CALLBOX_AXE",
+            path.display()
+        )
+    })
+}
+
+/// Runs axe-core on the page as it is now: no serious or critical violation of WCAG 2.1 A/AA.
+async fn check_accessibility(c: &Client, axe: &str, what: &str) {
+    c.execute(&format!("{axe}\nreturn true;"), vec![]).await.unwrap();
+    let run = "const done = arguments[arguments.length - 1]; \
+               axe.run(document, { runOnly: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] }) \
+                 .then(r => done(r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical') \
+                   .map(v => `${v.id} (${v.impact}): ${v.help}: ${v.nodes.map(n => n.target.join(' ')).join(', ')}`))) \
+                 .catch(e => done(['axe failed: ' + e]));";
+    let violations = c.execute_async(run, vec![]).await.unwrap();
+    assert_eq!(violations, json!([]), "accessibility of {what}");
+}
+
 // Long on purpose: one owner's visit, step by step, in one browser session (a session is seconds to start).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium and chromedriver"]
 async fn owner_logs_in_watches_a_call_arrive_plays_it_and_logs_out() {
     let server = TestServer::start().await;
+    let axe = axe_source();
     let (_driver, c) = browser().await;
     let base = format!("http://{}", server.admin);
 
@@ -164,12 +192,14 @@ async fn owner_logs_in_watches_a_call_arrive_plays_it_and_logs_out() {
     assert!(c.current_url().await.unwrap().path().ends_with("/login"));
     check_layout_and_screenshot(&c, "login", 1280, 800).await;
     check_layout_and_screenshot(&c, "login", 390, 844).await;
+    check_accessibility(&c, &axe, "the login page").await;
     c.find(Locator::Css("#token")).await.unwrap().send_keys("wrong-token").await.unwrap();
     c.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
     wait_js(&c, "document.querySelector('.error') && document.querySelector('.error').textContent.includes('not the admin token')", "the refusal").await;
 
-    // The right token: the board.
+    // The right token, on a device to remember (a wall tablet): the board.
     c.find(Locator::Css("#token")).await.unwrap().send_keys(ADMIN_TOKEN).await.unwrap();
+    c.find(Locator::Css("input[name=remember]")).await.unwrap().click().await.unwrap();
     c.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
     wait_js(&c, "document.querySelector('#live-empty') && !document.querySelector('#live-empty').hidden", "the board")
         .await;
@@ -188,6 +218,12 @@ async fn owner_logs_in_watches_a_call_arrive_plays_it_and_logs_out() {
         .spawn()
         .unwrap();
     wait_js(&c, "document.querySelectorAll('#live .call').length === 1", "the call on the live board").await;
+    wait_js(
+        &c,
+        "/leaving a message 0:0[0-9]/.test(document.querySelector('#live .badge.live').textContent)",
+        "the caller leaving a message, with its clock",
+    )
+    .await;
     let done = caller.wait_with_output().await.unwrap();
     assert!(
         done.status.success(),
@@ -258,11 +294,38 @@ async fn owner_logs_in_watches_a_call_arrive_plays_it_and_logs_out() {
 
     // The message is waiting: the banner shows it, and the owner marks it as heard.
     wait_js(&c, "!document.querySelector('#message-banner').hidden", "the message-waiting banner").await;
+    check_accessibility(&c, &axe, "the dashboard with a voicemail waiting").await;
     c.find(Locator::Css("#ack")).await.unwrap().click().await.unwrap();
     wait_js(&c, "document.querySelector('#message-banner').hidden", "the banner gone after acknowledging").await;
     assert_eq!(server.app.indicators.snapshot().output.messages_waiting, 0);
 
-    // Filters: a second call, still ringing, is not a voicemail.
+    // Heard is not called back: the voicemail is still on the call-back list, with a way to
+    // call; "Called back" in its detail takes it off, on disk.
+    let on_list = format!("document.querySelector('#callbacks li:has([data-sid={sid}]) a[href^=\"tel:+1\"]')");
+    wait_js(&c, &on_list, "the voicemail on the call-back list, tap to call").await;
+    c.find(Locator::Css(&format!("#callbacks [data-sid={sid}]"))).await.unwrap().click().await.unwrap();
+    wait_js(
+        &c,
+        "!document.querySelector('#detail').hidden && !document.querySelector('#mark-called').hidden",
+        "the detail",
+    )
+    .await;
+    c.find(Locator::Css("#note")).await.unwrap().send_keys("Wants brakes checked Friday").await.unwrap();
+    c.find(Locator::Css("#note-form button[type=submit]")).await.unwrap().click().await.unwrap();
+    wait_js(&c, "document.querySelector('#follow-status').textContent === 'Note saved.'", "the note saved").await;
+    check_accessibility(&c, &axe, "a call's detail").await;
+    check_layout_and_screenshot(&c, "detail-follow-up", 1280, 800).await;
+    c.find(Locator::Css("#mark-called")).await.unwrap().click().await.unwrap();
+    wait_js(&c, &format!("!document.querySelector('#callbacks [data-sid={sid}]')"), "off the call-back list").await;
+    let stored = server.app.calls.store().get(&sid).unwrap().unwrap();
+    assert!(
+        stored.follow_up.called_back_at.is_some()
+            && stored.follow_up.note.as_deref() == Some("Wants brakes checked Friday")
+    );
+    c.find(Locator::Css("#detail-close")).await.unwrap().click().await.unwrap();
+
+    // A second call, still ringing, is live and shows in words; the outcome filter and the
+    // search find what they should.
     let ringing = [
         ("CallSid", "CA00000000000000000000006230303031"),
         ("From", "+15035550199"),
@@ -272,15 +335,50 @@ async fn owner_logs_in_watches_a_call_arrive_plays_it_and_logs_out() {
     assert_eq!(server.post_signed("/api/v1/webhooks/incoming-call", &ringing).await.status, StatusCode::OK);
     wait_js(
         &c,
-        "document.querySelector('#live [data-sid=CA00000000000000000000006230303031]')",
+        "document.querySelector('#live [data-sid=CA00000000000000000000006230303031] .badge.live')",
         "a second, ringing call",
     )
     .await;
-    c.find(Locator::Css("[data-filter=voicemail]")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("#outcome option[value=voicemail]")).await.unwrap().click().await.unwrap();
     let only_voicemail = format!(
         "!document.querySelector('#calls [data-sid=CA00000000000000000000006230303031]') && document.querySelector('#calls [data-sid={sid}]')"
     );
     wait_js(&c, &only_voicemail, "the voicemail filter").await;
+    c.find(Locator::Css("#outcome option[value='']")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("#q")).await.unwrap().send_keys("(503) 555-0199\n").await.unwrap();
+    let only_second = format!(
+        "document.querySelector('#calls [data-sid=CA00000000000000000000006230303031]') && !document.querySelector('#calls [data-sid={sid}]')"
+    );
+    wait_js(&c, &only_second, "the search by number").await;
+    c.execute("document.querySelector('#q').value = ''; return true;", vec![]).await.unwrap();
+    c.find(Locator::Css("#search button[type=submit]")).await.unwrap().click().await.unwrap();
+    wait_js(&c, &format!("document.querySelector('#calls [data-sid={sid}]')"), "every call again").await;
+    // The chart counts today's two calls, and this device is listed as signed in.
+    wait_js(&c, "document.querySelector('#chart-summary').textContent.startsWith('2 calls')", "the 30-day chart").await;
+    wait_js(&c, "document.querySelector('#devices').textContent.includes('this device')", "the device list").await;
+    check_accessibility(&c, &axe, "the dashboard").await;
+
+    // Two callers nobody answered: the call-back list an owner opens in the morning.
+    for (sid, from, name) in [
+        ("CA00000000000000000000006230303032", "+15035550142", "RIVERA MARIA"),
+        ("CA00000000000000000000006230303033", "+15035550177", ""),
+    ] {
+        let arrive =
+            [("CallSid", sid), ("From", from), ("To", "+15035550100"), ("CallStatus", "ringing"), ("CallerName", name)];
+        assert_eq!(server.post_signed("/api/v1/webhooks/incoming-call", &arrive).await.status, StatusCode::OK);
+        let end = [("CallSid", sid), ("From", from), ("CallStatus", "no-answer"), ("SequenceNumber", "1")];
+        assert_eq!(server.post_signed("/api/v1/webhooks/call-status", &end).await.status, StatusCode::NO_CONTENT);
+    }
+    wait_js(&c, "document.querySelectorAll('#callbacks .call').length === 2", "two calls to return").await;
+    wait_js(
+        &c,
+        "document.querySelector('#chart-summary').textContent.includes('2 missed')",
+        "the missed calls charted",
+    )
+    .await;
+    check_layout_and_screenshot(&c, "call-backs", 1280, 800).await;
+    check_layout_and_screenshot(&c, "call-backs", 390, 844).await;
+    check_accessibility(&c, &axe, "the call-back list").await;
 
     check_layout_and_screenshot(&c, "dashboard", 390, 844).await;
     check_layout_and_screenshot(&c, "dashboard", 1280, 800).await;
