@@ -59,6 +59,9 @@ impl Speaker for CpalSpeaker {
     fn play(&mut self, index: usize) {
         self.control.play(index);
     }
+    fn play_once(&mut self, index: usize) {
+        self.control.play_once(index);
+    }
     fn stop(&mut self) {
         self.control.stop();
     }

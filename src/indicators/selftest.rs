@@ -81,10 +81,11 @@ pub async fn run(config: &IndicatorsConfig, out: &mut (dyn Write + Send)) -> Res
             spec.name, spec.frequencies, spec.volume
         )?;
         out.flush()?;
-        speaker.play(index);
-        tokio::time::sleep(spec.cycle()).await;
+        // The cycle ends in the audio callback, to the frame; the stop after the gap only
+        // matters for a speaker that cannot play once.
+        speaker.play_once(index);
+        tokio::time::sleep(spec.cycle() + TONE_GAP).await;
         speaker.stop();
-        tokio::time::sleep(TONE_GAP).await;
         writeln!(out, "ok")?;
     }
     let _ = tokio::task::spawn_blocking(move || drop(speaker)).await;

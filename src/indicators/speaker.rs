@@ -13,6 +13,11 @@ const TONE_LOG_CAPACITY: usize = 4096;
 pub trait Speaker: Send {
     /// Starts tone `index` (of the tones it was opened with) at the start of its cadence.
     fn play(&mut self, index: usize);
+    /// Plays tone `index`'s cadence once, then silence (the self-test: one cycle, exactly,
+    /// however late the caller's stop would come).
+    fn play_once(&mut self, index: usize) {
+        self.play(index);
+    }
     /// Stops any tone.
     fn stop(&mut self);
     /// `cpal` or `simulated`.
@@ -155,6 +160,12 @@ impl Speaker for LateDevice {
         match &mut self.real {
             Some(real) => real.play(index),
             None => self.sim.play(index),
+        }
+    }
+    fn play_once(&mut self, index: usize) {
+        match &mut self.real {
+            Some(real) => real.play_once(index),
+            None => self.play(index),
         }
     }
     fn stop(&mut self) {

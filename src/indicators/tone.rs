@@ -4,7 +4,7 @@
 //! locks or blocks.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::config::{IndicatorsConfig, MAX_CADENCE_ENTRIES, MAX_TONE_FREQUENCIES};
@@ -63,11 +63,21 @@ pub struct ToneControl {
     selected: AtomicUsize,
     /// Bumped on every play, so replaying the same tone restarts its cadence.
     generation: AtomicU64,
+    /// The tone plays one cycle of its cadence, then stops by itself.
+    once: AtomicBool,
 }
 
 impl ToneControl {
     /// Starts tone `index` from the beginning of its cadence.
     pub fn play(&self, index: usize) {
+        self.once.store(false, Ordering::Release);
+        self.selected.store(index + 1, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Plays tone `index`'s cadence once, to the frame, then silence.
+    pub fn play_once(&self, index: usize) {
+        self.once.store(true, Ordering::Release);
         self.selected.store(index + 1, Ordering::Release);
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
@@ -119,9 +129,14 @@ impl Table {
         }
     }
 
+    /// Frames in one cycle of the cadence.
+    fn cycle(&self) -> u64 {
+        self.ends[self.segments.saturating_sub(1)].max(1)
+    }
+
     /// Envelope of frame `pos` (0 in off segments, ramps at on edges).
     fn envelope(&self, pos: u64) -> f64 {
-        let cycle = self.ends[self.segments.saturating_sub(1)].max(1);
+        let cycle = self.cycle();
         let p = pos % cycle;
         let mut start = 0;
         for (i, end) in self.ends[..self.segments].iter().enumerate() {
@@ -147,6 +162,7 @@ pub struct Synth {
     current: usize,
     generation: u64,
     pos: u64,
+    once: bool,
     phases: [f64; MAX_TONE_FREQUENCIES],
 }
 
@@ -159,6 +175,7 @@ impl Synth {
             current: 0,
             generation: u64::MAX,
             pos: 0,
+            once: false,
             phases: [0.0; MAX_TONE_FREQUENCIES],
         }
     }
@@ -169,6 +186,7 @@ impl Synth {
         if generation != self.generation {
             self.generation = generation;
             self.current = self.control.selected.load(Ordering::Acquire);
+            self.once = self.control.once.load(Ordering::Acquire);
             self.pos = 0;
             self.phases = [0.0; MAX_TONE_FREQUENCIES];
         }
@@ -177,6 +195,9 @@ impl Synth {
     /// The next mono sample, from -1.0 to 1.0.
     pub fn next_sample(&mut self) -> f32 {
         let Some(table) = self.current.checked_sub(1).and_then(|i| self.tables.get(i)) else { return 0.0 };
+        if self.once && self.pos >= table.cycle() {
+            return 0.0;
+        }
         let envelope = table.envelope(self.pos);
         let mut value = 0.0;
         for (phase, step) in self.phases.iter_mut().zip(&table.steps).take(table.partials) {
@@ -280,6 +301,24 @@ pub(crate) mod tests {
         control.stop();
         synth.sync();
         assert_eq!(synth.next_sample(), 0.0);
+    }
+
+    #[test]
+    fn played_once_the_cadence_ends_by_itself_to_the_frame() {
+        let control = Arc::new(ToneControl::default());
+        let rate = 8000;
+        let mut synth = Synth::new(&[spec(&[440.0], &[200, 100])], rate, control.clone());
+        control.play_once(0);
+        synth.sync();
+        let two_cycles: Vec<f32> = (0..rate * 6 / 10).map(|_| synth.next_sample()).collect();
+        let bursts = bursts(&two_cycles, 80, 0.05);
+        assert_eq!(bursts.len(), 1, "one burst, then silence: {bursts:?}");
+        assert!(two_cycles[2400..].iter().all(|s| *s == 0.0));
+        // A plain play after it rings on.
+        control.play(0);
+        synth.sync();
+        let again: Vec<f32> = (0..rate * 6 / 10).map(|_| synth.next_sample()).collect();
+        assert_eq!(super::bursts(&again, 80, 0.05).len(), 2);
     }
 
     #[test]
