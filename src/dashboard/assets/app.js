@@ -402,7 +402,11 @@ async function loadCalls(more) {
 
 // What is live and what waits for a call back, whatever the search shows.
 async function loadBoards() {
-  const [live, callbacks] = await Promise.all([api("/api/v1/calls?outcome=live&limit=50"), api("/api/v1/call-backs")]);
+  // A call on the line began within hours (the box drops one without a final callback after 4 h).
+  const since = new Date(Date.now() - 6 * 3600 * 1000).toISOString();
+  const [live, callbacks] = await Promise.all([
+    api(`/api/v1/calls?outcome=live&limit=50&from=${encodeURIComponent(since)}`), api("/api/v1/call-backs"),
+  ]);
   if (live.ok) state.live = new Map((await live.json()).calls.map(c => [c.call_sid, c]));
   if (callbacks.ok) state.callbacks = (await callbacks.json()).calls;
   state.callbacks.forEach(remember);
