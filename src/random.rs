@@ -3,7 +3,7 @@
 /// `N` random bytes from the OS-seeded CSPRNG, as `2 × N` lowercase hex digits.
 pub fn hex<const N: usize>() -> String {
     let bytes: [u8; N] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ pub fn supplicant_conf(network: &NetworkConfig) -> Option<String> {
          \x20   key_mgmt=WPA-PSK WPA-PSK-SHA256 SAE\n\
          \x20   ieee80211w=1\n\
          }}\n",
-        hex(ssid.as_bytes()),
+        hex::encode(ssid),
     ))
 }
 
@@ -39,11 +39,7 @@ pub fn supplicant_conf(network: &NetworkConfig) -> Option<String> {
 pub fn psk(ssid: &str, passphrase: &str) -> String {
     let mut key = [0u8; 32];
     pbkdf2::pbkdf2_hmac::<Sha1>(passphrase.as_bytes(), ssid.as_bytes(), 4096, &mut key);
-    hex(&key)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(key)
 }
 
 #[cfg(test)]
@@ -70,7 +66,7 @@ mod tests {
         };
         let conf = supplicant_conf(&net).unwrap();
         assert!(conf.contains("country=GB\n"), "{conf}");
-        assert!(conf.contains(&format!("ssid={}\n", hex(b"Bob's \"Garage\"\n}"))), "{conf}");
+        assert!(conf.contains(&format!("ssid={}\n", hex::encode(b"Bob's \"Garage\"\n}"))), "{conf}");
         assert!(!conf.contains("ss}word"), "the passphrase itself is not written: {conf}");
         assert_eq!(conf.matches('{').count(), 1, "{conf}");
         assert_eq!(supplicant_conf(&NetworkConfig::default()), None);

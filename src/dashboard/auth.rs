@@ -108,17 +108,13 @@ pub enum Login {
 
 /// The stored key (and listed id) of a session id.
 fn key_of(id: &str) -> String {
-    hex(&Sha256::digest(id.as_bytes()))
+    hex::encode(Sha256::digest(id.as_bytes()))
 }
 
 /// The CSRF token of a session id: derived, so it needs no storing and cannot be guessed
 /// without the cookie.
 fn csrf_of(id: &str) -> String {
-    hex(&Sha256::new().chain_update(b"callbox csrf\0").chain_update(id.as_bytes()).finalize())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::new().chain_update(b"callbox csrf\0").chain_update(id.as_bytes()).finalize())
 }
 
 impl Sessions {

@@ -89,7 +89,7 @@ fn form_digest(fields: &[(String, String)]) -> String {
             hasher.update(part.as_bytes());
         }
     }
-    hasher.finalize().iter().take(10).map(|b| format!("{b:02x}")).collect()
+    hex::encode(&hasher.finalize()[..10])
 }
 
 /// The front desk's `<Dial action>`: Twilio says whether anybody picked up.
