@@ -180,19 +180,12 @@ impl Sessions {
 
     /// Removes expired sessions, and the oldest beyond [`MAX_SESSIONS`] - 1 to make room.
     async fn forget_stale(&self, now: Timestamp) -> Result<(), StoreError> {
-        let mut live = self.list()?;
-        live.sort_by_key(|s| s.created_at);
-        let excess = live.iter().filter(|s| s.expires_at > now).count().saturating_sub(MAX_SESSIONS - 1);
-        let mut oldest_live = excess;
-        for s in &live {
-            let drop = s.expires_at <= now || {
-                let take = oldest_live > 0;
-                oldest_live = oldest_live.saturating_sub(1);
-                take
-            };
-            if drop {
-                self.revoke(&s.id).await?;
-            }
+        let (mut live, expired): (Vec<SessionInfo>, Vec<SessionInfo>) =
+            self.list()?.into_iter().partition(|s| s.expires_at > now);
+        // `list` is newest first: what is beyond the newest MAX_SESSIONS - 1 goes.
+        let oldest = live.split_off(live.len().min(MAX_SESSIONS - 1));
+        for s in expired.iter().chain(&oldest) {
+            self.revoke(&s.id).await?;
         }
         Ok(())
     }
@@ -298,6 +291,21 @@ mod tests {
             if path.is_dir() { out.extend(walk(&path)) } else { out.push(path) }
         }
         out
+    }
+
+    #[tokio::test]
+    async fn the_oldest_session_makes_room_beyond_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sessions(dir.path());
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..=MAX_SESSIONS {
+            let Login::Ok { id, .. } = login(&s, ip, ADMIN, false).await else { panic!() };
+            ids.push(id);
+        }
+        assert_eq!(s.list().unwrap().len(), MAX_SESSIONS);
+        assert_eq!(s.caller(&ids[0]), None, "the oldest went");
+        assert!(ids[1..].iter().all(|id| s.caller(id).is_some()));
     }
 
     #[tokio::test]
