@@ -67,7 +67,9 @@ impl CallLog {
     /// how many, once all are on disk.
     pub async fn mark_all_heard(&self, now: Timestamp) -> Result<usize, StoreError> {
         let waiting = follow_up::waiting(&self.store)?;
-        let steps = waiting.iter().filter_map(|c| follow_up::event(&c.call_sid, "heard", None, now).ok());
+        // Without a note, a step is always well-formed.
+        let steps =
+            waiting.iter().filter_map(|c| follow_up::event(&c.call_sid, follow_up::Action::Heard, None, now).ok());
         let done = futures_util::future::join_all(steps.map(|e| self.follow_up(e))).await;
         done.into_iter().try_fold(0, |n, r| r.map(|c| n + usize::from(c.is_some())))
     }

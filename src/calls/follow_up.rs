@@ -48,6 +48,11 @@ impl Action {
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|a| a.as_str() == name)
     }
+
+    /// The action the owner's request names, or why it names none.
+    pub fn named(name: &str) -> Result<Self, FollowUpError> {
+        Self::parse(name).ok_or_else(|| FollowUpError::UnknownAction(name.to_owned()))
+    }
 }
 
 /// Where the owner is with a call, as its owner events say.
@@ -123,8 +128,7 @@ pub enum FollowUpError {
 }
 
 /// The owner event for `action` (with `note` for [`Action::Note`]) on `call_sid` at `now`.
-pub fn event(call_sid: &str, action: &str, note: Option<&str>, now: Timestamp) -> Result<CallEvent, FollowUpError> {
-    let action = Action::parse(action).ok_or_else(|| FollowUpError::UnknownAction(action.to_owned()))?;
+pub fn event(call_sid: &str, action: Action, note: Option<&str>, now: Timestamp) -> Result<CallEvent, FollowUpError> {
     let mut details = std::collections::BTreeMap::from([(detail::ACTION.to_owned(), action.as_str().to_owned())]);
     match (action, note) {
         (Action::Note, note) => {
@@ -190,7 +194,7 @@ mod tests {
 
     fn owner(action: &str, note: Option<&str>, secs: i64) -> CallEvent {
         let at = Timestamp::from_second(1_800_000_000 + secs).unwrap();
-        event("CA1", action, note, at).unwrap()
+        event("CA1", Action::named(action).unwrap(), note, at).unwrap()
     }
 
     #[test]
@@ -216,11 +220,11 @@ mod tests {
     #[test]
     fn bad_steps_are_named() {
         let now = Timestamp::now();
-        assert_eq!(event("CA1", "deleted", None, now).unwrap_err(), FollowUpError::UnknownAction("deleted".into()));
+        assert_eq!(Action::named("deleted").unwrap_err(), FollowUpError::UnknownAction("deleted".into()));
         let long = "x".repeat(MAX_NOTE_CHARS + 1);
-        assert_eq!(event("CA1", "note", Some(&long), now).unwrap_err(), FollowUpError::NoteTooLong(501));
-        assert_eq!(event("CA1", "done", Some("hi"), now).unwrap_err(), FollowUpError::UnexpectedNote);
-        let e = event("CA1", "called-back", None, now + SignedDuration::from_secs(1)).unwrap();
-        assert_ne!(e.dedupe_key, event("CA1", "called-back", None, now).unwrap().dedupe_key);
+        assert_eq!(event("CA1", Action::Note, Some(&long), now).unwrap_err(), FollowUpError::NoteTooLong(501));
+        assert_eq!(event("CA1", Action::Done, Some("hi"), now).unwrap_err(), FollowUpError::UnexpectedNote);
+        let e = event("CA1", Action::CalledBack, None, now + SignedDuration::from_secs(1)).unwrap();
+        assert_ne!(e.dedupe_key, event("CA1", Action::CalledBack, None, now).unwrap().dedupe_key);
     }
 }

@@ -27,9 +27,12 @@ pub struct Query {
 
 impl Default for Query {
     fn default() -> Self {
-        Self { words: Vec::new(), outcomes: Vec::new(), line: None, from: Timestamp::MIN, to: Timestamp::MAX }
+        Self { words: Vec::new(), outcomes: Vec::new(), line: None, from: WHOLE_LOG.0, to: WHOLE_LOG.1 }
     }
 }
+
+/// Every call, for a search without dates.
+pub const WHOLE_LOG: (Timestamp, Timestamp) = (Timestamp::MIN, Timestamp::MAX);
 
 /// Longest search text taken (a name or a number; more is a mistake or an attack).
 pub const MAX_TEXT: usize = 100;
@@ -50,9 +53,9 @@ pub struct Params<'a> {
 }
 
 impl Query {
-    /// The query `params` ask for; without `from`/`to` it covers the whole log. The error
-    /// names what is wrong, for a 400.
-    pub fn parse(params: Params<'_>, tz: &TimeZone) -> Result<Self, String> {
+    /// The query `params` ask for; a missing `from` or `to` is taken from `undated` (the whole
+    /// log for the list, the last 30 days for the CSV). The error names what is wrong, for a 400.
+    pub fn parse(params: Params<'_>, tz: &TimeZone, undated: (Timestamp, Timestamp)) -> Result<Self, String> {
         let text = params.text.unwrap_or("").trim();
         if text.chars().count() > MAX_TEXT {
             return Err(format!("the search text is longer than {MAX_TEXT} characters\n"));
@@ -66,10 +69,10 @@ impl Query {
             outcomes.push(o);
         }
         let (from, to) = match (given(params.from), given(params.to)) {
-            (None, None) => (Timestamp::MIN, Timestamp::MAX),
+            (None, None) => undated,
             (from, to) => {
                 let (start, end) = export::date_range(from, to, tz).map_err(str::to_owned)?;
-                (if from.is_some() { start } else { Timestamp::MIN }, end)
+                (if from.is_some() { start } else { undated.0 }, if to.is_some() { end } else { undated.1 })
             }
         };
         Ok(Self {
@@ -132,7 +135,7 @@ mod tests {
 
     fn query(text: &str, outcome: &str, line: &str) -> Query {
         let params = Params { text: Some(text), outcome: Some(outcome), line: Some(line), ..Params::default() };
-        Query::parse(params, &TimeZone::UTC).unwrap()
+        Query::parse(params, &TimeZone::UTC, WHOLE_LOG).unwrap()
     }
 
     #[test]
@@ -153,17 +156,18 @@ mod tests {
     #[test]
     fn bad_parameters_are_named() {
         let tz = TimeZone::UTC;
-        let err = Query::parse(Params { outcome: Some("missed,lost"), ..Params::default() }, &tz).unwrap_err();
+        let err =
+            Query::parse(Params { outcome: Some("missed,lost"), ..Params::default() }, &tz, WHOLE_LOG).unwrap_err();
         assert!(err.contains("\"lost\"") && err.contains("voicemail"), "{err}");
         let long = "x".repeat(MAX_TEXT + 1);
-        assert!(Query::parse(Params { text: Some(&long), ..Params::default() }, &tz).is_err());
-        assert!(Query::parse(Params { from: Some("last week"), ..Params::default() }, &tz).is_err());
-        let q = Query::parse(Params { to: Some("2026-11-30"), ..Params::default() }, &tz).unwrap();
+        assert!(Query::parse(Params { text: Some(&long), ..Params::default() }, &tz, WHOLE_LOG).is_err());
+        assert!(Query::parse(Params { from: Some("last week"), ..Params::default() }, &tz, WHOLE_LOG).is_err());
+        let q = Query::parse(Params { to: Some("2026-11-30"), ..Params::default() }, &tz, WHOLE_LOG).unwrap();
         assert_eq!(
             (q.from, q.to),
             (Timestamp::MIN, "2026-12-01T00:00:00Z".parse().unwrap()),
             "the whole day, from the start"
         );
-        assert_eq!(Query::parse(Params::default(), &tz).unwrap(), Query::default());
+        assert_eq!(Query::parse(Params::default(), &tz, WHOLE_LOG).unwrap(), Query::default());
     }
 }

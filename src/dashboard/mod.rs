@@ -58,7 +58,11 @@ pub fn login_page(status: StatusCode, message: &str) -> Response<Body> {
 
 /// The search a request's `q`, `outcome`, `line`, `from` and `to` ask for (see
 /// [`search::Query`]), or what is wrong with them.
-pub fn search_query(uri: &http::Uri, tz: &jiff::tz::TimeZone) -> Result<search::Query, String> {
+pub fn search_query(
+    uri: &http::Uri,
+    tz: &jiff::tz::TimeZone,
+    undated: (jiff::Timestamp, jiff::Timestamp),
+) -> Result<search::Query, String> {
     let [text, outcome, line, from, to] = ["q", "outcome", "line", "from", "to"].map(|k| h::query_param(uri, k));
     let params = search::Params {
         text: text.as_deref(),
@@ -67,7 +71,7 @@ pub fn search_query(uri: &http::Uri, tz: &jiff::tz::TimeZone) -> Result<search::
         from: from.as_deref(),
         to: to.as_deref(),
     };
-    search::Query::parse(params, tz)
+    search::Query::parse(params, tz, undated)
 }
 
 /// One call change as an SSE event, with its bus position as its id.
@@ -224,18 +228,14 @@ impl Dashboard {
     /// zone) or RFC 3339 timestamps; `to` is exclusive for timestamps and inclusive for dates.
     /// Without either: the last 30 days.
     pub fn csv(&self, uri: &http::Uri) -> Response<Body> {
-        let mut query = match search_query(uri, &self.time_zone) {
+        let last_30_days = match export::date_range(None, None, &self.time_zone) {
+            Ok(range) => range,
+            Err(msg) => return h::text(StatusCode::BAD_REQUEST, msg),
+        };
+        let query = match search_query(uri, &self.time_zone, last_30_days) {
             Ok(q) => q,
             Err(msg) => return h::text_owned(StatusCode::BAD_REQUEST, msg),
         };
-        if h::query_param(uri, "from").is_none_or(|v| v.is_empty())
-            && h::query_param(uri, "to").is_none_or(|v| v.is_empty())
-        {
-            match export::date_range(None, None, &self.time_zone) {
-                Ok((from, to)) => (query.from, query.to) = (from, to),
-                Err(msg) => return h::text(StatusCode::BAD_REQUEST, msg),
-            }
-        }
         let calls = match self.calls.store().between(query.from, query.to) {
             Ok(c) => c.into_iter().filter(|c| query.matches(c)).collect::<Vec<_>>(),
             Err(e) => return h::call_log_unavailable("CSV export", &e),

@@ -524,7 +524,7 @@ mod tests {
         assert_eq!(waiting(&again), 2);
         assert_eq!(again.handle.snapshot().output.state, IndicatorState::MessageWaiting);
         // One called back from the dashboard: it waits no more, the other still does.
-        let step = follow_up::event("CA1", "called-back", None, Timestamp::now()).unwrap();
+        let step = follow_up::event("CA1", follow_up::Action::CalledBack, None, Timestamp::now()).unwrap();
         assert!(again.calls.follow_up(step).await.unwrap().is_some());
         let mut rx = again.handle.subscribe();
         tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| s.output.messages_waiting == 1))

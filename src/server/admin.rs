@@ -13,6 +13,7 @@ use subtle::ConstantTimeEq;
 use super::PeerAddr;
 use super::admission::Ticket;
 use crate::app::App;
+use crate::calls::search;
 use crate::dashboard::{self, auth};
 use crate::web::{self as h, Body};
 
@@ -315,7 +316,7 @@ fn list_calls(app: &App, uri: &http::Uri) -> Response<Body> {
         },
     };
     let before = h::query_param(uri, "before").filter(|b| !b.is_empty());
-    let query = match dashboard::search_query(uri, &app.config.indicators.time_zone()) {
+    let query = match dashboard::search_query(uri, &app.config.indicators.time_zone(), search::WHOLE_LOG) {
         Ok(q) => q,
         Err(msg) => return h::text_owned(StatusCode::BAD_REQUEST, msg),
     };
@@ -393,7 +394,9 @@ async fn follow_up(app: &App, sid: &str, req: Request<Incoming>) -> Response<Bod
             Ok(s) => s,
             Err(r) => return r,
         };
-    let event = match crate::calls::follow_up::event(sid, &step.action, step.note.as_deref(), jiff::Timestamp::now()) {
+    use crate::calls::follow_up::{Action, event};
+    let now = jiff::Timestamp::now();
+    let event = match Action::named(&step.action).and_then(|a| event(sid, a, step.note.as_deref(), now)) {
         Ok(e) => e,
         Err(e) => return h::json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": e.to_string() })),
     };
